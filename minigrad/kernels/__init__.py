@@ -1,0 +1,28 @@
+"""Compute kernels for minigrad: fast paths plus NumPy twins (`<name>_reference`) with identical semantics."""
+from .concat import concat, concat_reference
+from .cross_entropy import (
+    cross_entropy_backward,
+    cross_entropy_backward_reference,
+    cross_entropy_forward,
+    cross_entropy_forward_reference,
+)
+from .matmul import matmul, matmul_backward, matmul_backward_reference, matmul_reference
+from .softmax import (
+    log_softmax,
+    log_softmax_backward,
+    log_softmax_backward_reference,
+    log_softmax_reference,
+    softmax,
+    softmax_backward,
+    softmax_backward_reference,
+    softmax_reference,
+)
+
+__all__ = [
+    "concat", "concat_reference",
+    "cross_entropy_forward", "cross_entropy_forward_reference",
+    "cross_entropy_backward", "cross_entropy_backward_reference",
+    "matmul", "matmul_reference", "matmul_backward", "matmul_backward_reference",
+    "softmax", "softmax_reference", "softmax_backward", "softmax_backward_reference",
+    "log_softmax", "log_softmax_reference", "log_softmax_backward", "log_softmax_backward_reference",
+]
