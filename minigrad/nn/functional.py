@@ -1,0 +1,93 @@
+"""Stateless layers with PyTorch's names and semantics (differences are noted where they exist)."""
+import numpy as np
+
+from minigrad import ops
+from minigrad.creation import default_generator
+from minigrad.tensor import Tensor, where
+
+
+def linear(x, weight, bias=None):
+    """x (..., in) @ weight (out, in).T + bias (out,) -> (..., out); weight in PyTorch's layout."""
+    out = x @ weight.T
+    return out + bias if bias is not None else out
+
+
+def embedding(idx, weight):
+    idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"embedding indices must be integers, got {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+        raise IndexError(f"embedding index out of range: indices span [{idx.min()}, {idx.max()}] "
+                         f"but the table has {weight.shape[0]} rows")
+    return weight[idx]
+
+
+def rms_norm(x, normalized_shape=None, weight=None, eps=None):
+    """RMSNorm over the last dimension. eps defaults to the dtype's machine epsilon, as F.rms_norm."""
+    if normalized_shape is not None and tuple(np.atleast_1d(normalized_shape)) != x.shape[-1:]:
+        raise ValueError(f"rms_norm normalizes the last dim only; normalized_shape {normalized_shape} "
+                         f"does not match input shape {x.shape}")
+    eps = float(np.finfo(x.dtype).eps) if eps is None else eps
+    out = ops.RMSNorm.apply(x, eps=eps)
+    return out * weight if weight is not None else out
+
+
+def relu(x): return x.relu()
+def softmax(x, dim=-1): return x.softmax(dim)
+def log_softmax(x, dim=-1): return x.log_softmax(dim)
+
+
+def cross_entropy(logits, targets, ignore_index=-1, reduction="mean"):
+    """Fused cross-entropy of logits (N, C) against class indices (N,).
+
+    ignore_index defaults to -1 (nanochat's convention), not PyTorch's -100."""
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy needs logits (N, C) and targets (N,), got {logits.shape} and {targets.shape}")
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"targets must be integer class indices, got {targets.dtype}")
+    return ops.CrossEntropy.apply(logits, targets=targets.astype(np.int64, copy=False),
+                                  ignore_index=ignore_index, reduction=reduction)
+
+
+def dropout(x, p=0.5, training=True, generator=None):
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0
+    keep = (generator or default_generator()).random(x.shape) >= p
+    return x * Tensor((keep / (1 - p)).astype(x.dtype))
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False, scale=None):
+    """softmax(q kᵀ · scale + mask) v for q (..., Hq, Tq, D), k and v (..., Hk, Tk, D).
+
+    attn_mask: boolean (True = may attend) or additive float, broadcastable to (..., Hq, Tq, Tk).
+    is_causal aligns the mask top-left, as PyTorch does (query i sees keys 0..i)."""
+    if is_causal and attn_mask is not None:
+        raise ValueError("pass either attn_mask or is_causal, not both")
+    hq, hk = q.shape[-3], k.shape[-3]
+    if hq != hk:
+        if not enable_gqa or hq % hk:
+            raise ValueError(f"{hq} query heads and {hk} key/value heads need enable_gqa=True "
+                             "and a head count divisible by the key/value head count")
+        k, v = _repeat_heads(k, hq // hk), _repeat_heads(v, hq // hk)
+    tq, tk = q.shape[-2], k.shape[-2]
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., Hq, Tq, Tk)
+    if is_causal:
+        attn_mask = np.tril(np.ones((tq, tk), dtype=bool))
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+        scores = where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + Tensor(mask.astype(scores.dtype))
+    return scores.softmax(-1) @ v
+
+
+def _repeat_heads(x, n):
+    """(..., Hk, T, D) -> (..., Hk*n, T, D), each kv head repeated for the n query heads it serves."""
+    *lead, hk, t, d = x.shape
+    return x.unsqueeze(-3).expand(*lead, hk, n, t, d).reshape(*lead, hk * n, t, d)

@@ -1,0 +1,367 @@
+"""The Tensor and the engine that differentiates it.
+
+A Tensor wraps an np.ndarray. Every differentiable op is a `Function` (see ops.py): its
+`forward` computes the output array and keeps what `backward` will need on the instance,
+and `backward` maps the output's gradient to one gradient per input. `Tensor.backward`
+orders the graph with an iterative topological sort and walks it in reverse.
+"""
+import functools
+
+import numpy as np
+
+_grad_enabled = True
+
+
+class no_grad:
+    """Context manager and decorator: ops inside it record no graph."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class Function:
+    """One differentiable op. The instance is the context: forward stores what backward needs."""
+
+    def __init__(self, *parents):
+        self.parents = parents
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        fn = cls(*inputs)
+        out = Tensor(fn.forward(*(t.data for t in inputs), **kwargs))
+        if _grad_enabled and any(t.requires_grad for t in inputs):
+            out.requires_grad = True
+            out._ctx = fn
+        return out
+
+    def release(self):
+        # Drop the saved arrays; the marker lets a second backward fail loudly instead of silently.
+        self.__dict__.clear()
+        self.released = True
+
+
+def unbroadcast(grad, shape):
+    """Sum a gradient of a broadcast result back to the shape of the input that was broadcast."""
+    if grad.shape == shape:
+        return grad
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=axes, keepdims=True) if axes else grad
+
+
+def _as_array(data, dtype):
+    if isinstance(data, Tensor):
+        data = data.data
+    from_python = not isinstance(data, (np.ndarray, np.generic))
+    array = np.asarray(data, dtype=dtype)
+    if dtype is None and from_python and array.dtype == np.float64:
+        array = array.astype(np.float32)  # Python floats default to float32, as in PyTorch
+    return array
+
+
+class Tensor:
+    __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected op
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._ctx = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_()
+
+    # ---- attributes -------------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    T = property(lambda self: self.transpose(-2, -1) if self.ndim >= 2 else self)
+    is_leaf = property(lambda self: self._ctx is None)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self):
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not np.issubdtype(self.dtype, np.floating):
+            raise TypeError(f"only floating-point tensors can require gradients, not {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, prefix='Tensor(')}, dtype={self.dtype}{grad})"
+
+    # ---- backward -----------------------------------------------------------------------------
+    def _topological_order(self):
+        """Tensors that need a gradient, each after every tensor it depends on. Iterative, so a
+        chain of any depth works within Python's recursion limit."""
+        order, visited, stack = [], set(), [(self, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if children_done:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            if node._ctx is not None:
+                if getattr(node._ctx, "released", False):
+                    raise RuntimeError(
+                        "trying to backward through the graph a second time: its saved arrays were "
+                        "released by the first backward; run the forward again")
+                stack.extend((p, False) for p in node._ctx.parents if p.requires_grad and id(p) not in visited)
+        return order
+
+    def backward(self, grad=None):
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad and has no graph")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a scalar output, got shape {self.shape}; "
+                                   "pass grad= with the output's shape")
+            grad = np.ones_like(self.data)
+        grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"grad has shape {grad.shape} but the tensor has shape {self.shape}")
+
+        grads = {id(self): grad}
+        for node in reversed(self._topological_order()):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._ctx is None:  # a leaf: accumulate, as PyTorch does across backward calls
+                node.grad = g.astype(node.dtype, copy=True) if node.grad is None else node.grad + g
+                continue
+            ctx = node._ctx
+            parent_grads = ctx.backward(g)
+            if not isinstance(parent_grads, tuple):
+                parent_grads = (parent_grads,)
+            for parent, pg in zip(ctx.parents, parent_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                pg = unbroadcast(np.asarray(pg), parent.shape).astype(parent.dtype, copy=False)
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+            ctx.release()
+            node._ctx = _ReleasedGraph
+
+    # ---- ops: thin wrappers over ops.py ---------------------------------------------------------
+    def _lift(self, other):
+        """Turn a Python number or ndarray into a Tensor; numbers take this tensor's float dtype."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float, bool)) and not isinstance(other, np.ndarray):
+            floating = np.issubdtype(self.dtype, np.floating)
+            if floating or isinstance(other, (int, bool)):
+                return Tensor(np.asarray(other, dtype=self.dtype))
+            return Tensor(np.asarray(other, dtype=np.float32))
+        return Tensor(other)
+
+    def __add__(self, other): return ops.Add.apply(self, self._lift(other))
+    def __radd__(self, other): return ops.Add.apply(self._lift(other), self)
+    def __sub__(self, other): return ops.Sub.apply(self, self._lift(other))
+    def __rsub__(self, other): return ops.Sub.apply(self._lift(other), self)
+    def __mul__(self, other): return ops.Mul.apply(self, self._lift(other))
+    def __rmul__(self, other): return ops.Mul.apply(self._lift(other), self)
+    def __truediv__(self, other): return ops.Div.apply(self, self._lift(other))
+    def __rtruediv__(self, other): return ops.Div.apply(self._lift(other), self)
+    def __pow__(self, other): return ops.Pow.apply(self, self._lift(other))
+    def __rpow__(self, other): return ops.Pow.apply(self._lift(other), self)
+    def __matmul__(self, other): return self.matmul(other)
+    def __rmatmul__(self, other): return self._lift(other).matmul(self)
+    def __neg__(self): return ops.Neg.apply(self)
+
+    def matmul(self, other):
+        other = self._lift(other)
+        if self.ndim == 0 or other.ndim == 0:
+            raise ValueError("matmul needs tensors with at least one dimension; use * for scalars")
+        a = self.unsqueeze(0) if self.ndim == 1 else self
+        b = other.unsqueeze(-1) if other.ndim == 1 else other
+        out = ops.MatMul.apply(a, b)
+        if other.ndim == 1:
+            out = out.squeeze(-1)
+        if self.ndim == 1:
+            out = out.squeeze(-2)
+        return out
+
+    def exp(self): return ops.Exp.apply(self)
+    def log(self): return ops.Log.apply(self)
+    def sqrt(self): return ops.Sqrt.apply(self)
+    def rsqrt(self): return ops.Sqrt.apply(self).reciprocal()
+    def reciprocal(self): return ops.Div.apply(self._lift(1.0), self)
+    def tanh(self): return ops.Tanh.apply(self)
+    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def relu(self): return ops.Relu.apply(self)
+    def abs(self): return ops.Abs.apply(self)
+    def square(self): return self * self
+
+    def clamp(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp needs at least one of min and max")
+        return ops.Clamp.apply(self, low=min, high=max)
+
+    def sum(self, dim=None, keepdim=False): return ops.Sum.apply(self, axis=_axes(dim, self.ndim), keepdim=keepdim)
+    def max(self, dim=None, keepdim=False): return ops.Max.apply(self, axis=_axes(dim, self.ndim), keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        axes = _axes(dim, self.ndim)
+        count = self.data.size if axes is None else int(np.prod([self.shape[a] for a in axes]))
+        return self.sum(dim, keepdim) / count
+
+    def var(self, dim=None, keepdim=False, correction=1):
+        axes = _axes(dim, self.ndim)
+        count = self.data.size if axes is None else int(np.prod([self.shape[a] for a in axes]))
+        centered = self - self.mean(dim, keepdim=True)
+        return (centered * centered).sum(dim, keepdim) / max(count - correction, 0)
+
+    def softmax(self, dim=-1): return ops.Softmax.apply(self, axis=dim)
+    def log_softmax(self, dim=-1): return ops.LogSoftmax.apply(self, axis=dim)
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return ops.Reshape.apply(self, shape=tuple(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
+        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
+
+    def permute(self, *dims):
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        if sorted(d % self.ndim for d in dims) != list(range(self.ndim)):
+            raise ValueError(f"permute dims {dims} are not a permutation of {self.ndim} dimensions")
+        return ops.Permute.apply(self, order=tuple(d % self.ndim for d in dims))
+
+    def transpose(self, dim0, dim1):
+        order = list(range(self.ndim))
+        order[dim0], order[dim1] = order[dim1], order[dim0]
+        return self.permute(order)
+
+    def expand(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        lead = len(shape) - self.ndim
+        if lead < 0:
+            raise ValueError(f"expand to {shape} has fewer dimensions than the tensor's {self.shape}")
+        shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        return ops.Expand.apply(self, shape=shape)
+
+    def unsqueeze(self, dim):
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            return self.reshape(tuple(n for n in self.shape if n != 1))
+        dims = {d % self.ndim for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+        return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in dims and n == 1)))
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return ops.Index.apply(self, index=index)
+
+    def split(self, split_size, dim=0):
+        """Pieces of split_size along dim (the last may be smaller), or pieces of the listed sizes."""
+        length = self.shape[dim]
+        sizes = [split_size] * (length // split_size) + ([length % split_size] if length % split_size else []) \
+            if isinstance(split_size, int) else list(split_size)
+        if sum(sizes) != length:
+            raise ValueError(f"split sizes {sizes} do not add up to dimension {dim}'s length {length}")
+        starts = np.cumsum([0] + sizes[:-1])
+        lead = (slice(None),) * (dim % self.ndim)
+        return tuple(self[lead + (slice(s, s + n),)] for s, n in zip(starts, sizes))
+
+    def chunk(self, chunks, dim=0):
+        return self.split(-(-self.shape[dim] // chunks), dim)
+
+    def masked_fill(self, mask, value):
+        mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        return where(mask, self._lift(value), self)
+
+    def float(self): return ops.Cast.apply(self, dtype=np.float32)
+    def double(self): return ops.Cast.apply(self, dtype=np.float64)
+    def to(self, dtype): return ops.Cast.apply(self, dtype=np.dtype(dtype))
+
+
+class _ReleasedGraph:
+    """Stands in for the Function of a tensor whose graph a backward has already consumed."""
+    released = True
+    parents = ()
+
+
+def _axes(dim, ndim):
+    if dim is None:
+        return None
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    for d in dims:
+        if not -max(ndim, 1) <= d < max(ndim, 1):
+            raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(d % max(ndim, 1) for d in dims))
+
+
+def where(condition, a, b):
+    condition = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    if condition.dtype != np.bool_:
+        raise TypeError(f"where needs a boolean condition, got {condition.dtype}")
+    a = a if isinstance(a, Tensor) else (b._lift(a) if isinstance(b, Tensor) else Tensor(a))
+    b = b if isinstance(b, Tensor) else a._lift(b)
+    return ops.Where.apply(a, b, condition=condition)
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat needs at least one tensor")
+    ndim = tensors[0].ndim
+    if any(t.ndim != ndim for t in tensors) or not -ndim <= dim < ndim:
+        raise ValueError(f"cat along dim {dim} needs tensors of equal rank, got shapes {[t.shape for t in tensors]}")
+    return ops.Cat.apply(*tensors, axis=dim % ndim)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors or any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError(f"stack needs tensors of one shape, got {[t.shape for t in tensors]}")
+    return cat([t.unsqueeze(dim) for t in tensors], dim)
+
+
+from minigrad import ops  # noqa: E402  (ops.py subclasses Function, defined above)
