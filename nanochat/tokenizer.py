@@ -231,6 +231,10 @@ class Tokenizer:
                 raise FileNotFoundError(f"tokenizer file not found: {path}")
         ranks = _read_ranks(ranks_path)
         try:
+            _check_ranks(ranks, str(ranks_path))
+        except ValueError as err:
+            raise ValueError(f"corrupt tokenizer rank file: {err}") from None
+        try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             pattern, specials = config["pattern"], config["special_tokens"]
         except (ValueError, KeyError, TypeError) as err:
@@ -238,10 +242,6 @@ class Tokenizer:
         expected = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
         if not isinstance(pattern, str) or specials != expected:
             raise ValueError(f"corrupt tokenizer config {config_path}: pattern or special tokens do not match")
-        try:
-            _check_ranks(ranks, str(ranks_path))
-        except ValueError as err:
-            raise ValueError(f"corrupt tokenizer rank file: {err}") from None
         return cls(ranks, pattern)
 
 
