@@ -1,0 +1,6 @@
+"""Optimizers that update minigrad parameters' ``.data`` arrays in place."""
+from .adamw import AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "AdamW"]

@@ -1,0 +1,125 @@
+"""Save and load named arrays as safetensors files (no pickle).
+
+Writing goes through ``safetensors.numpy`` into a temporary file in the target directory
+followed by ``os.replace``, so a reader never sees a half-written checkpoint. Loading
+validates the header first so that truncated or corrupt files fail with a message naming
+the path. bfloat16 entries (e.g. from ``safetensors.torch.save_file``) are widened to
+float32 by hand because NumPy has no bfloat16 dtype.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+# Element sizes of the safetensors dtypes, used to check each entry's byte range.
+_DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+# The format caps the JSON header at 100 MB; a larger length field means a corrupt file.
+_MAX_HEADER = 100_000_000
+
+
+def _as_array(value) -> np.ndarray:
+    data = value if isinstance(value, np.ndarray) else getattr(value, "data", None)
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"expected an np.ndarray or Tensor, got {type(value).__name__}")
+    # safetensors writes the raw buffer, so views (transposes, slices) must be made contiguous.
+    return np.ascontiguousarray(data)
+
+
+def save(state: dict, path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write ``state`` (name -> ndarray or Tensor) to ``path`` with optional string metadata."""
+    path = Path(path)
+    if not all(isinstance(k, str) for k in state):
+        raise TypeError("state keys must be strings")
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError("metadata must map strings to strings")
+    arrays = {name: _as_array(value) for name, value in state.items()}
+    payload = safetensors.numpy.save(arrays, metadata=metadata)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    """Return (header dict, byte offset of the data section), validating sizes against the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no safetensors file at {path}")
+    file_size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path}: not a safetensors file (only {file_size} bytes)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(_MAX_HEADER, file_size - 8):
+            raise ValueError(f"{path}: header length {header_len} exceeds file size {file_size}; truncated or corrupt")
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: header is not valid JSON ({e}); corrupt file") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: header is not a JSON object; corrupt file")
+    data_start = 8 + header_len
+    data_size = file_size - data_start
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            expected = math.prod(shape) * _DTYPE_SIZES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: malformed header entry for {name!r}") from None
+        if end - begin != expected or not 0 <= begin <= end:
+            raise ValueError(f"{path}: entry {name!r} has data_offsets {begin}..{end}, expected {expected} bytes")
+        if end > data_size:
+            raise ValueError(f"{path}: entry {name!r} ends at byte {end} but data section has {data_size}; truncated")
+    return header, data_start
+
+
+def load(path) -> dict[str, np.ndarray]:
+    """Read every tensor of a safetensors file into writable NumPy arrays (bfloat16 -> float32)."""
+    path = Path(path)
+    header, data_start = _read_header(path)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            for name in f.keys():
+                if header[name]["dtype"] != "BF16":
+                    out[name] = np.array(f.get_tensor(name), copy=True)
+    except safetensors.SafetensorError as e:
+        raise ValueError(f"{path}: cannot read safetensors file ({e})") from None
+    with open(path, "rb") as fh:
+        for name, info in header.items():
+            if name == "__metadata__" or info["dtype"] != "BF16":
+                continue
+            begin, end = info["data_offsets"]
+            fh.seek(data_start + begin)
+            bits = np.frombuffer(fh.read(end - begin), dtype="<u2")
+            # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
+            out[name] = (bits.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+    return out
+
+
+def load_metadata(path) -> dict[str, str]:
+    """Return the header's ``__metadata__`` string map ({} when the file has none)."""
+    header, _ = _read_header(Path(path))
+    return dict(header.get("__metadata__") or {})
