@@ -1,0 +1,91 @@
+"""Inference machinery: the KV cache and next-token sampling."""
+import numpy as np
+
+from minigrad import Tensor
+from minigrad.kernels import concat
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, shape (B, H_kv, T, D) per layer.
+
+    Storage is preallocated and grows (by concatenation) when a step needs more room; insert_kv
+    returns views whose contents equal the concatenation of everything inserted so far."""
+
+    def __init__(self, batch_size, n_kv_head, head_dim, n_layer, max_len=None):
+        for name, value in dict(batch_size=batch_size, n_kv_head=n_kv_head, head_dim=head_dim, n_layer=n_layer).items():
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"KVCache {name} must be a positive integer, got {value!r}")
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"KVCache max_len must be positive or None, got {max_len!r}")
+        self.batch_size, self.n_kv_head, self.head_dim, self.n_layer = batch_size, n_kv_head, head_dim, n_layer
+        self.max_len = max_len
+        self.pos = 0  # tokens already cached, advanced once per forward after the last layer
+        self.keys = self.values = None  # (n_layer, B, H, capacity, D), allocated on first insert
+
+    def reset(self):
+        self.pos = 0
+
+    def insert_kv(self, layer_idx, k, v):
+        k, v = (t.data if isinstance(t, Tensor) else t for t in (k, v))
+        expected = (self.batch_size, self.n_kv_head, None, self.head_dim)
+        if k.shape != v.shape or k.ndim != 4 or any(e is not None and e != n for e, n in zip(expected, k.shape)):
+            raise ValueError(f"insert_kv expects k and v of shape (B={self.batch_size}, H={self.n_kv_head}, T, "
+                             f"D={self.head_dim}), got {k.shape} and {v.shape}")
+        if not 0 <= layer_idx < self.n_layer:
+            raise IndexError(f"layer_idx {layer_idx} out of range for {self.n_layer} layers")
+        t0, t1 = self.pos, self.pos + k.shape[2]
+        if self.max_len is not None and t1 > self.max_len:
+            raise ValueError(f"KV cache is full: {t1} tokens would exceed max_len={self.max_len}")
+        self._ensure_capacity(t1, k.dtype)
+        self.keys[layer_idx, :, :, t0:t1] = k
+        self.values[layer_idx, :, :, t0:t1] = v
+        return Tensor(self.keys[layer_idx, :, :, :t1]), Tensor(self.values[layer_idx, :, :, :t1])
+
+    def advance(self, num_tokens):
+        self.pos += num_tokens
+
+    def expand_batch(self, n):
+        """Repeat a batch-1 cache n times, so one prefill serves n continuations."""
+        if self.batch_size != 1:
+            raise ValueError(f"expand_batch needs a batch-1 cache, this one has batch {self.batch_size}")
+        if self.keys is not None:
+            self.keys, self.values = (np.repeat(a, n, axis=1) for a in (self.keys, self.values))
+        self.batch_size = n
+
+    def _ensure_capacity(self, needed, dtype):
+        capacity = 0 if self.keys is None else self.keys.shape[3]
+        if needed <= capacity:
+            return
+        # grow geometrically so a long decode reallocates O(log T) times, never past max_len
+        new_capacity = max(needed, 2 * capacity, 64)
+        if self.max_len is not None:
+            new_capacity = min(new_capacity, self.max_len)
+        extra = np.zeros((self.n_layer, self.batch_size, self.n_kv_head, new_capacity - capacity, self.head_dim), dtype)
+        self.keys = extra if self.keys is None else concat([self.keys, extra], 3)
+        self.values = extra.copy() if self.values is None else concat([self.values, extra], 3)
+
+
+def sample_next_token(logits, rng, temperature=1.0, top_k=None, top_p=None):
+    """logits (B, V) -> token ids (B,): greedy at temperature 0, else top-k, then top-p (nucleus),
+    then a draw from rng."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return np.argmax(logits, axis=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)
+        # keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is < top_p
+        keep_sorted = np.cumsum(sorted_probs, axis=-1) - sorted_probs < top_p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    cumulative = np.cumsum(probs, axis=-1)
+    draws = rng.random((probs.shape[0], 1))
+    return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[-1] - 1)
