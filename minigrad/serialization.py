@@ -34,7 +34,8 @@ def _as_array(value) -> np.ndarray:
     if not isinstance(data, np.ndarray):
         raise TypeError(f"expected an np.ndarray or Tensor, got {type(value).__name__}")
     # safetensors writes the raw buffer, so views (transposes, slices) must be made contiguous.
-    return np.ascontiguousarray(data)
+    # (np.ascontiguousarray would turn 0-d arrays into shape (1,)).
+    return data if data.flags.c_contiguous else data.copy(order="C")
 
 
 def save(state: dict, path, metadata: dict[str, str] | None = None) -> None:
