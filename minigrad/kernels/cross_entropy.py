@@ -1,5 +1,14 @@
-"""Fused per-row cross-entropy (negative log-likelihood of logits) and its gradient (NumPy twins)."""
+"""Fused per-row cross-entropy (negative log-likelihood of logits) and its gradient.
+
+The numba forward makes one sweep per row (max, exp into a row-sized scratch,
+sum, pick the target) and keeps only the row log-sum-exp for backward; no
+(N, V) log-softmax matrix is ever built. The backward writes
+g * (softmax - onehot) directly, without a one-hot matrix.
+"""
 import numpy as np
+from numba import njit, prange
+
+from .softmax import _exp_shifted, as_rows, row_max, row_sum, vexp
 
 
 def _check_ce(logits, targets, ignore_index):
@@ -44,6 +53,64 @@ def cross_entropy_backward_reference(logits, targets, lse, grad_losses, ignore_i
     return grad
 
 
-# Interim: the fast names point at the twins until the numba kernels are committed.
-cross_entropy_forward = cross_entropy_forward_reference
-cross_entropy_backward = cross_entropy_backward_reference
+
+@njit(cache=True)
+def _scaled_exp_shifted(x, shift, scale, out):
+    for j in range(x.shape[0]):
+        out[j] = scale * vexp(x[j] - shift)
+
+
+@njit(cache=True, parallel=True)
+def _ce_forward_rows(logits, targets, ignore_index, losses, lse):
+    for i in prange(logits.shape[0]):
+        row = logits[i]
+        m = row_max(row)
+        scratch = np.empty(row.shape[0], row.dtype)
+        _exp_shifted(row, m, scratch)
+        l = m + np.log(row_sum(scratch))
+        lse[i] = l
+        t = targets[i]
+        losses[i] = 0.0 if t == ignore_index else l - row[t]
+
+
+@njit(cache=True, parallel=True)
+def _ce_backward_rows(logits, targets, lse, grad_losses, ignore_index, out):
+    for i in prange(logits.shape[0]):
+        t = targets[i]
+        if t == ignore_index:
+            out[i, :] = 0
+        else:
+            _scaled_exp_shifted(logits[i], lse[i], grad_losses[i], out[i])
+            out[i, t] -= grad_losses[i]
+
+
+def _prepare(logits, targets, ignore_index):
+    logits = np.asarray(logits)
+    targets = np.asarray(targets)
+    _check_ce(logits, targets, ignore_index)
+    return as_rows(logits), np.ascontiguousarray(targets, dtype=np.int64)
+
+
+def cross_entropy_forward(logits, targets, ignore_index=-1):
+    """Numba twin of cross_entropy_forward_reference."""
+    logits, targets = _prepare(logits, targets, ignore_index)
+    losses = np.empty(logits.shape[0], logits.dtype)
+    lse = np.empty(logits.shape[0], logits.dtype)
+    _ce_forward_rows(logits, targets, np.int64(ignore_index), losses, lse)
+    return losses, lse
+
+
+def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1):
+    """Numba twin of cross_entropy_backward_reference."""
+    logits, targets = _prepare(logits, targets, ignore_index)
+    n = logits.shape[0]
+    lse = np.ascontiguousarray(lse, dtype=logits.dtype)
+    grad_losses = np.ascontiguousarray(grad_losses, dtype=logits.dtype)
+    if lse.shape != (n,) or grad_losses.shape != (n,):
+        raise ValueError(
+            f"cross_entropy_backward needs lse and grad_losses of shape ({n},), "
+            f"got {lse.shape} and {grad_losses.shape}"
+        )
+    out = np.empty(logits.shape, logits.dtype)
+    _ce_backward_rows(logits, targets, lse, grad_losses, np.int64(ignore_index), out)
+    return out
