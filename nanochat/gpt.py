@@ -20,7 +20,9 @@ import numpy as np
 import minigrad
 from minigrad import Tensor, nn
 from minigrad.nn import functional as F
+from minigrad.optim import AdamW
 from nanochat.engine import KVCache, sample_next_token
+from nanochat.muon import Muon
 
 
 @dataclass
@@ -179,6 +181,23 @@ class GPT(nn.Module):
         l, h, q, t = self.config.n_layer, self.config.n_head, self.config.head_dim, self.config.sequence_len
         return 6 * (nparams - nparams_embedding) + 12 * l * h * q * t
 
+    def setup_optimizers(self, unembedding_lr=0.004, embedding_lr=0.2, matrix_lr=0.02, weight_decay=0.0):
+        """nanochat's split: AdamW for the embedding and lm_head, Muon for the matrices in the blocks."""
+        matrix_params = self.transformer["h"].parameters()
+        embedding_params = self.transformer["wte"].parameters()
+        lm_head_params = self.lm_head.parameters()
+        # AdamW learning rates scale as 1/sqrt(d_model), having been tuned at d_model = 768
+        dmodel_lr_scale = (self.config.n_embd / 768) ** -0.5
+        adamw = AdamW([dict(params=lm_head_params, lr=unembedding_lr * dmodel_lr_scale),
+                       dict(params=embedding_params, lr=embedding_lr * dmodel_lr_scale)],
+                      betas=(0.8, 0.95), eps=1e-10, weight_decay=weight_decay)
+        muon = Muon(matrix_params, lr=matrix_lr, momentum=0.95)
+        optimizers = [adamw, muon]
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["initial_lr"] = group["lr"]
+        return optimizers
+
     def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
         idx = _token_array(idx, "idx", self.config.vocab_size)
         B, T = idx.shape
@@ -211,12 +230,13 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=-1,
                                reduction=loss_reduction)
 
-    @minigrad.no_grad()
     def generate(self, tokens, max_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
                  stop_tokens=(), num_samples=1):
         """Yield sampled token ids one at a time: an int per step, or with num_samples > 1 a list
         with one id per continuation (None for a continuation that has hit a stop token).
-        The prompt is prefilled once; each new token is decoded through the KV cache."""
+        The prompt is prefilled once; each new token is decoded through the KV cache. Each forward runs
+        under no_grad (a no_grad decorator on a generator would only cover creating it, not running it,
+        and a no_grad around the yields would switch gradients off for the caller too)."""
         tokens = list(tokens)
         _check_generate_args(tokens, max_tokens, temperature, top_k, top_p, num_samples, self.config.vocab_size)
         if len(tokens) + max_tokens > self.rotary_seq_len:
@@ -228,7 +248,8 @@ class GPT(nn.Module):
         stop_tokens = set(stop_tokens)
         cfg = self.config
         kv_cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=len(tokens) + max_tokens)
-        logits = self.forward(np.array([tokens]), kv_cache=kv_cache).data[:, -1, :]  # prefill: (1, V)
+        with minigrad.no_grad():
+            logits = self.forward(np.array([tokens]), kv_cache=kv_cache).data[:, -1, :]  # prefill: (1, V)
         if num_samples > 1:
             kv_cache.expand_batch(num_samples)
             logits = np.repeat(logits, num_samples, axis=0)  # (num_samples, V)
@@ -246,7 +267,8 @@ class GPT(nn.Module):
                     return
             done = stopped
             if step + 1 < max_tokens:
-                logits = self.forward(next_ids[:, None], kv_cache=kv_cache).data[:, -1, :]
+                with minigrad.no_grad():
+                    logits = self.forward(next_ids[:, None], kv_cache=kv_cache).data[:, -1, :]
 
 
 def precompute_rotary_embeddings(seq_len, head_dim, base=10000.0):
