@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import numbers
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
