@@ -116,7 +116,9 @@ def cmd_train(args):
         print(f"loss curve: {out / 'loss.png'}")
     if args.sample_tokens:
         print("sample:")
-        stream_sample(model, tokenizer, [tokenizer.bos_token_id], args.sample_tokens, temperature=0.8, top_k=40, seed=hp["seed"])
+        # after <|bos|>, the model has rotary_seq_len - 1 positions left to generate into
+        sample_tokens = min(args.sample_tokens, model.rotary_seq_len - 1)
+        stream_sample(model, tokenizer, [tokenizer.bos_token_id], sample_tokens, temperature=0.8, top_k=40, seed=hp["seed"])
     return 0
 
 
