@@ -99,7 +99,12 @@ def cmd_train(args):
     start_step = 0
     if meta is not None:
         for opt, state in zip(optimizers, optimizer_state):
+            # load_state_dict restores the saved groups' hyperparameters too; hp (the checkpoint's
+            # values overridden by the command line) built these groups, so theirs win
+            hyperparameters = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
             opt.load_state_dict(state)
+            for group, values in zip(opt.param_groups, hyperparameters):
+                group.update(values)
         loader.load_state_dict(meta["loader"])
         start_step = meta["step"]
         print(f"resuming from step {start_step}")
