@@ -110,24 +110,27 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                 if bad_streak >= max_bad_steps:
                     raise TrainingError(f"stopping: {bad_streak} consecutive steps had a non-finite {bad}; "
                                         f"the last good checkpoint in {out} is untouched")
-                continue
-            bad_streak = 0
-            if clip:
-                record["grad_norm"] = float(clip_grad_norm_(model.parameters(), clip))
-            for opt in optimizers:
-                opt.step()
-                opt.zero_grad()
-            last_loss = loss
+            else:
+                bad_streak = 0
+                if clip:
+                    record["grad_norm"] = float(clip_grad_norm_(model.parameters(), clip))
+                for opt in optimizers:
+                    opt.step()
+                    opt.zero_grad()
+                last_loss = loss
 
-            elapsed = time.perf_counter() - t0
-            record["tok_per_s"] = tokens / elapsed
-            if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps) and val_batches:
-                record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes)
-                bar.write(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
-            _write(log, record)
-            records.append(record)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", lr=f"{lr:.2e}")
+                elapsed = time.perf_counter() - t0
+                record["tok_per_s"] = tokens / elapsed
+                if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps) and val_batches:
+                    record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes)
+                    bar.write(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
+                _write(log, record)
+                records.append(record)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", lr=f"{lr:.2e}")
 
+            # a refused step left the weights as they were, so its checkpoint holds the last good
+            # weights (and the loader past the refused batch): the end of the run and a Ctrl-C
+            # during a refused step still save
             if step + 1 == steps or (save_every and (step + 1) % save_every == 0) or stop.requested:
                 checkpoint(step + 1)
             if stop.requested:
