@@ -214,10 +214,10 @@ class Tensor:
         a = self.unsqueeze(0) if self.ndim == 1 else self
         b = other.unsqueeze(-1) if other.ndim == 1 else other
         out = ops.MatMul.apply(a, b)
+        if self.ndim == 1:  # (..., 1, m): drop the row dim first, so a 1-D other still finds its -1
+            out = out.squeeze(-2)
         if other.ndim == 1:
             out = out.squeeze(-1)
-        if self.ndim == 1:
-            out = out.squeeze(-2)
         return out
 
     def exp(self): return ops.Exp.apply(self)
@@ -260,7 +260,7 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim=0, end_dim=-1):
-        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
+        start, end = _dim(start_dim, self.ndim), _dim(end_dim, self.ndim)
         return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
 
     def permute(self, *dims):
@@ -283,13 +283,13 @@ class Tensor:
         return ops.Expand.apply(self, shape=shape)
 
     def unsqueeze(self, dim):
-        dim = dim % (self.ndim + 1)
+        dim = _dim(dim, self.ndim + 1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        dims = {d % self.ndim for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+        dims = {_dim(d, self.ndim) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
         return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in dims and n == 1)))
 
     def __getitem__(self, index):
@@ -326,6 +326,13 @@ class _ReleasedGraph:
     """Stands in for the Function of a tensor whose graph a backward has already consumed."""
     released = True
     parents = ()
+
+
+def _dim(dim, ndim):
+    """One dim as an index in [0, ndim); out of range is an IndexError, not a silent modulo wrap."""
+    if not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimensions")
+    return dim % max(ndim, 1)
 
 
 def _axes(dim, ndim):
