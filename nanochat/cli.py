@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nanochat import chat_cli, sft
 from nanochat.checkpoint import load_checkpoint
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
@@ -191,6 +192,8 @@ def build_parser():
     sample.add_argument("--top-p", type=float, default=None)
     sample.add_argument("--seed", type=int, default=None)
     sample.set_defaults(run=cmd_sample)
+    sft.register(sub)
+    chat_cli.register(sub)
     return parser
 
 

@@ -89,3 +89,43 @@ def sample_next_token(logits, rng, temperature=1.0, top_k=None, top_p=None):
     cumulative = np.cumsum(probs, axis=-1)
     draws = rng.random((probs.shape[0], 1))
     return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[-1] - 1)
+
+
+class Engine:
+    """Chat with a model: render a conversation for the next assistant turn, fit it into the
+    model's context (dropping the oldest exchanges) and stream the reply's token ids."""
+
+    def __init__(self, model, tokenizer):
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model expects "
+                             f"{model.config.vocab_size}")
+        self.model, self.tokenizer = model, tokenizer
+        self.assistant_end = tokenizer.encode_special("<|assistant_end|>")
+        # a <|bos|> would start a new document, so it ends the reply too (as in nanochat)
+        self.stop_tokens = (self.assistant_end, tokenizer.bos_token_id)
+
+    def fit_context(self, messages, reserve=1):
+        """(prompt ids, messages kept): the oldest user/assistant exchanges are dropped until the
+        prompt leaves `reserve` tokens of room in sequence_len; a leading system message stays."""
+        messages = list(messages)
+        head = messages[:1] if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system" else []
+        limit = self.model.config.sequence_len
+        while True:
+            ids = self.tokenizer.render_for_completion({"messages": messages})
+            if len(ids) + reserve <= limit:
+                return ids, messages
+            body = messages[len(head):]
+            if len(body) <= 2:  # only the newest question (and perhaps an answer being replaced) is left
+                raise ValueError(f"the message is too long: its prompt takes {len(ids)} tokens, and the "
+                                 f"model's context is {limit} tokens")
+            messages = head + body[2:]
+
+    def chat(self, messages, max_tokens=256, temperature=0.6, top_k=50, seed=None):
+        """Yield the reply's token ids, stopping before <|assistant_end|> or at the context limit."""
+        ids, _ = self.fit_context(messages)
+        budget = min(max_tokens, self.model.config.sequence_len - len(ids))
+        yield from self.model.generate(ids, budget, temperature=temperature, top_k=top_k, seed=seed,
+                                       stop_tokens=self.stop_tokens)
+
+    def reply(self, messages, **kwargs):
+        return self.tokenizer.decode(list(self.chat(messages, **kwargs)))
