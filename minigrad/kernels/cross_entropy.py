@@ -8,7 +8,7 @@ g * (softmax - onehot) directly, without a one-hot matrix.
 import numpy as np
 from numba import njit, prange
 
-from .softmax import _exp_shifted, as_rows, row_max, row_sum, vexp
+from .softmax import _exp_shifted, as_rows, pick, row_max, row_sum, vexp
 
 
 def _check_ce(logits, targets, ignore_index):
@@ -60,28 +60,47 @@ def _scaled_exp_shifted(x, shift, scale, out):
         out[j] = scale * vexp(x[j] - shift)
 
 
-@njit(cache=True, parallel=True)
-def _ce_forward_rows(logits, targets, ignore_index, losses, lse):
-    for i in prange(logits.shape[0]):
-        row = logits[i]
-        m = row_max(row)
-        scratch = np.empty(row.shape[0], row.dtype)
-        _exp_shifted(row, m, scratch)
-        l = m + np.log(row_sum(scratch))
-        lse[i] = l
-        t = targets[i]
-        losses[i] = 0.0 if t == ignore_index else l - row[t]
+@njit(cache=True)
+def _ce_forward_row(row, t, ignore_index, losses, lse, i):
+    m = row_max(row)
+    scratch = np.empty(row.shape[0], row.dtype)
+    _exp_shifted(row, m, scratch)
+    l = m + np.log(row_sum(scratch))
+    lse[i] = l
+    losses[i] = 0.0 if t == ignore_index else l - row[t]
+
+
+@njit(cache=True)
+def _ce_backward_row(row, t, lse, g, ignore_index, out):
+    if t == ignore_index:
+        out[:] = 0
+    else:
+        _scaled_exp_shifted(row, lse, g, out)
+        out[t] -= g
+
+
+@njit(cache=True)
+def _ce_forward_serial(logits, targets, ignore_index, losses, lse):
+    for i in range(logits.shape[0]):
+        _ce_forward_row(logits[i], targets[i], ignore_index, losses, lse, i)
 
 
 @njit(cache=True, parallel=True)
-def _ce_backward_rows(logits, targets, lse, grad_losses, ignore_index, out):
+def _ce_forward_parallel(logits, targets, ignore_index, losses, lse):
     for i in prange(logits.shape[0]):
-        t = targets[i]
-        if t == ignore_index:
-            out[i, :] = 0
-        else:
-            _scaled_exp_shifted(logits[i], lse[i], grad_losses[i], out[i])
-            out[i, t] -= grad_losses[i]
+        _ce_forward_row(logits[i], targets[i], ignore_index, losses, lse, i)
+
+
+@njit(cache=True)
+def _ce_backward_serial(logits, targets, lse, grad_losses, ignore_index, out):
+    for i in range(logits.shape[0]):
+        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, out[i])
+
+
+@njit(cache=True, parallel=True)
+def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, out):
+    for i in prange(logits.shape[0]):
+        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, out[i])
 
 
 def _prepare(logits, targets, ignore_index):
@@ -96,7 +115,8 @@ def cross_entropy_forward(logits, targets, ignore_index=-1):
     logits, targets = _prepare(logits, targets, ignore_index)
     losses = np.empty(logits.shape[0], logits.dtype)
     lse = np.empty(logits.shape[0], logits.dtype)
-    _ce_forward_rows(logits, targets, np.int64(ignore_index), losses, lse)
+    kernel = pick(_ce_forward_serial, _ce_forward_parallel, logits.size)
+    kernel(logits, targets, np.int64(ignore_index), losses, lse)
     return losses, lse
 
 
@@ -112,5 +132,6 @@ def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1):
             f"got {lse.shape} and {grad_losses.shape}"
         )
     out = np.empty(logits.shape, logits.dtype)
-    _ce_backward_rows(logits, targets, lse, grad_losses, np.int64(ignore_index), out)
+    kernel = pick(_ce_backward_serial, _ce_backward_parallel, logits.size)
+    kernel(logits, targets, lse, grad_losses, np.int64(ignore_index), out)
     return out

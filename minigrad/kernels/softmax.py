@@ -1,11 +1,12 @@
 """Softmax / log-softmax along the last axis and their backward passes.
 
-The numba kernels work on C-contiguous (rows, V) views, one row per prange
-iteration. numba has no SIMD exp without Intel SVML, so `vexp` is a
+The numba kernels work on C-contiguous (rows, V) views, one row per
+iteration (prange for big inputs). numba has no SIMD exp without Intel SVML, so `vexp` is a
 vectorisable exp (Cody-Waite reduction, polynomial, exponent bits); row max
 and row sums use explicit lanes / reassociation so LLVM vectorises them
 without fastmath flags that would change inf/NaN behaviour.
 """
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -161,39 +162,98 @@ def _exp_shifted(x, m, out):
         out[j] = vexp(x[j] - m)
 
 
+@njit(cache=True)
+def _softmax_row(x, out):
+    _exp_shifted(x, row_max(x), out)
+    inv = out.dtype.type(1.0 / row_sum(out))
+    for j in range(x.shape[0]):
+        out[j] *= inv
+
+
+@njit(cache=True)
+def _log_softmax_row(x, out):
+    m = row_max(x)
+    _exp_shifted(x, m, out)
+    shift = out.dtype.type(m + np.log(row_sum(out)))
+    for j in range(x.shape[0]):
+        out[j] = x[j] - shift
+
+
+@njit(cache=True)
+def _softmax_backward_row(y, g, out):
+    d = out.dtype.type(_row_dot(g, y))
+    for j in range(y.shape[0]):
+        out[j] = y[j] * (g[j] - d)
+
+
+@njit(cache=True)
+def _log_softmax_backward_row(y, g, out):
+    s = out.dtype.type(row_sum(g))
+    for j in range(y.shape[0]):
+        out[j] = g[j] - vexp(y[j]) * s
+
+
+# Each row kernel has a serial and a prange driver; numba compiles lazily, so a
+# process only pays the (~3x dearer) parallel compile once it sees big inputs.
+
+@njit(cache=True)
+def _softmax_serial(x, out):
+    for i in range(x.shape[0]):
+        _softmax_row(x[i], out[i])
+
+
 @njit(cache=True, parallel=True)
-def _softmax_rows(x, out):
+def _softmax_parallel(x, out):
     for i in prange(x.shape[0]):
-        _exp_shifted(x[i], row_max(x[i]), out[i])
-        inv = out.dtype.type(1.0 / row_sum(out[i]))
-        for j in range(x.shape[1]):
-            out[i, j] *= inv
+        _softmax_row(x[i], out[i])
+
+
+@njit(cache=True)
+def _log_softmax_serial(x, out):
+    for i in range(x.shape[0]):
+        _log_softmax_row(x[i], out[i])
 
 
 @njit(cache=True, parallel=True)
-def _softmax_backward_rows(y, g, out):
-    for i in prange(y.shape[0]):
-        d = out.dtype.type(_row_dot(g[i], y[i]))
-        for j in range(y.shape[1]):
-            out[i, j] = y[i, j] * (g[i, j] - d)
-
-
-@njit(cache=True, parallel=True)
-def _log_softmax_rows(x, out):
+def _log_softmax_parallel(x, out):
     for i in prange(x.shape[0]):
-        m = row_max(x[i])
-        _exp_shifted(x[i], m, out[i])
-        shift = out.dtype.type(m + np.log(row_sum(out[i])))
-        for j in range(x.shape[1]):
-            out[i, j] = x[i, j] - shift
+        _log_softmax_row(x[i], out[i])
+
+
+@njit(cache=True)
+def _softmax_backward_serial(y, g, out):
+    for i in range(y.shape[0]):
+        _softmax_backward_row(y[i], g[i], out[i])
 
 
 @njit(cache=True, parallel=True)
-def _log_softmax_backward_rows(y, g, out):
+def _softmax_backward_parallel(y, g, out):
     for i in prange(y.shape[0]):
-        s = out.dtype.type(row_sum(g[i]))
-        for j in range(y.shape[1]):
-            out[i, j] = g[i, j] - vexp(y[i, j]) * s
+        _softmax_backward_row(y[i], g[i], out[i])
+
+
+@njit(cache=True)
+def _log_softmax_backward_serial(y, g, out):
+    for i in range(y.shape[0]):
+        _log_softmax_backward_row(y[i], g[i], out[i])
+
+
+@njit(cache=True, parallel=True)
+def _log_softmax_backward_parallel(y, g, out):
+    for i in prange(y.shape[0]):
+        _log_softmax_backward_row(y[i], g[i], out[i])
+
+
+# Below this many elements a prange launch costs more than it saves (measured
+# in benchmarks/bench_kernels.py on 2 cores).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def pick(serial, parallel, n_elements):
+    """The parallel driver for big inputs when numba has more than one thread, else the serial one."""
+    if n_elements >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
+        return parallel
+    return serial
 
 
 def as_rows(x):
@@ -202,7 +262,7 @@ def as_rows(x):
     return x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
 
 
-def _rowwise(kernel, *arrays):
+def _rowwise(serial, parallel, *arrays):
     shape = arrays[0].shape
     for a in arrays[1:]:
         if a.shape != shape:
@@ -211,25 +271,25 @@ def _rowwise(kernel, *arrays):
         return np.empty(shape, arrays[0].dtype)
     rows = [as_rows(a) for a in arrays]
     out = np.empty(rows[0].shape, rows[0].dtype)
-    kernel(*rows, out)
+    pick(serial, parallel, out.size)(*rows, out)
     return out.reshape(shape)
 
 
 def softmax(x):
     """Numba twin of softmax_reference."""
-    return _rowwise(_softmax_rows, x)
+    return _rowwise(_softmax_serial, _softmax_parallel, x)
 
 
 def softmax_backward(y, grad):
     """Numba twin of softmax_backward_reference."""
-    return _rowwise(_softmax_backward_rows, y, grad)
+    return _rowwise(_softmax_backward_serial, _softmax_backward_parallel, y, grad)
 
 
 def log_softmax(x):
     """Numba twin of log_softmax_reference."""
-    return _rowwise(_log_softmax_rows, x)
+    return _rowwise(_log_softmax_serial, _log_softmax_parallel, x)
 
 
 def log_softmax_backward(y, grad):
     """Numba twin of log_softmax_backward_reference."""
-    return _rowwise(_log_softmax_backward_rows, y, grad)
+    return _rowwise(_log_softmax_backward_serial, _log_softmax_backward_parallel, y, grad)
