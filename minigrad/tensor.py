@@ -193,16 +193,30 @@ class Tensor:
             return Tensor(np.asarray(other, dtype=np.float32))
         return Tensor(other)
 
-    def __add__(self, other): return ops.Add.apply(self, self._lift(other))
-    def __radd__(self, other): return ops.Add.apply(self._lift(other), self)
-    def __sub__(self, other): return ops.Sub.apply(self, self._lift(other))
-    def __rsub__(self, other): return ops.Sub.apply(self._lift(other), self)
-    def __mul__(self, other): return ops.Mul.apply(self, self._lift(other))
-    def __rmul__(self, other): return ops.Mul.apply(self._lift(other), self)
-    def __truediv__(self, other): return ops.Div.apply(self, self._lift(other))
-    def __rtruediv__(self, other): return ops.Div.apply(self._lift(other), self)
-    def __pow__(self, other): return ops.Pow.apply(self, self._lift(other))
-    def __rpow__(self, other): return ops.Pow.apply(self._lift(other), self)
+    def _pair(self, other, true_divide=False):
+        """(self, other lifted), promoted as PyTorch promotes: an integer operand meeting a float one
+        takes the float's dtype (NumPy would widen int64 + float32 to float64), and true division of
+        two integer tensors is float32, not NumPy's float64."""
+        other = self._lift(other)
+        a_float, b_float = np.issubdtype(self.dtype, np.floating), np.issubdtype(other.dtype, np.floating)
+        if a_float and not b_float:
+            return self, other.to(self.dtype)
+        if b_float and not a_float:
+            return self.to(other.dtype), other
+        if true_divide and not a_float:
+            return self.float(), other.float()
+        return self, other
+
+    def __add__(self, other): return ops.Add.apply(*self._pair(other))
+    def __radd__(self, other): return ops.Add.apply(*self._pair(other)[::-1])
+    def __sub__(self, other): return ops.Sub.apply(*self._pair(other))
+    def __rsub__(self, other): return ops.Sub.apply(*self._pair(other)[::-1])
+    def __mul__(self, other): return ops.Mul.apply(*self._pair(other))
+    def __rmul__(self, other): return ops.Mul.apply(*self._pair(other)[::-1])
+    def __truediv__(self, other): return ops.Div.apply(*self._pair(other, true_divide=True))
+    def __rtruediv__(self, other): return ops.Div.apply(*self._pair(other, true_divide=True)[::-1])
+    def __pow__(self, other): return ops.Pow.apply(*self._pair(other))
+    def __rpow__(self, other): return ops.Pow.apply(*self._pair(other)[::-1])
     def __matmul__(self, other): return self.matmul(other)
     def __rmatmul__(self, other): return self._lift(other).matmul(self)
     def __neg__(self): return ops.Neg.apply(self)
