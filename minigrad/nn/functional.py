@@ -70,8 +70,9 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, enabl
     is_causal aligns the mask top-left, as PyTorch does (query i sees keys 0..i)."""
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal, not both")
-    hq, hk = q.shape[-3], k.shape[-3]
-    if hq != hk:
+    # heads are dim -3 when there is one; a single key/value head broadcasts over the query heads, as in PyTorch
+    hq, hk = (q.shape[-3], k.shape[-3]) if min(q.ndim, k.ndim) >= 3 else (1, 1)
+    if hq != hk and hk != 1:
         if not enable_gqa or hq % hk:
             raise ValueError(f"{hq} query heads and {hk} key/value heads need enable_gqa=True "
                              "and a head count divisible by the key/value head count")
