@@ -293,6 +293,8 @@ class Tensor:
         lead = len(shape) - self.ndim
         if lead < 0:
             raise ValueError(f"expand to {shape} has fewer dimensions than the tensor's {self.shape}")
+        if -1 in shape[:lead]:  # a new leading dim has no size to keep; shape[i - lead] would wrap around
+            raise ValueError(f"expand to {shape}: -1 is not allowed in a new leading dimension")
         shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         return ops.Expand.apply(self, shape=shape)
 
