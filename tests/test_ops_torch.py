@@ -338,6 +338,7 @@ RAISES = [
     ("squeeze_dim", [(2, 3)], lambda x: x.squeeze(2)),
     ("expand_bad", [(2, 3)], lambda x: x.expand(2, 4)),
     ("expand_fewer_dims", [(2, 3)], lambda x: x.expand(3)),
+    ("expand_minus_one_in_new_dim", [(2, 3)], lambda x: x.expand(-1, 2, 3)),
     ("index_out_of_range", [(2, 3)], lambda x: x[2]),
     ("index_array_out_of_range", [(2, 3)], lambda x: x[[0, 5]]),
     ("too_many_indices", [(2, 3)], lambda x: x[0, 0, 0]),
