@@ -358,6 +358,8 @@ def _axes(dim, ndim):
     for d in dims:
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dimensions")
+    if ndim == 0:  # PyTorch lets a scalar reduce over dim 0 or -1; NumPy has no axis 0 to reduce
+        return None
     return tuple(sorted(d % max(ndim, 1) for d in dims))
 
 
