@@ -183,9 +183,16 @@ def test_max_ties_share_the_gradient_like_amax():
     helper_test_op(None, lambda t: t.max(), lambda t: t.amax(), arrays=[x])
 
 
-def test_sum_of_scalar_tensor():
+def test_reductions_of_scalar_tensors():
     helper_test_op([()], lambda x: x.sum())
     helper_test_op([()], lambda x: x.mean())
+    for dim in (0, -1):
+        for keepdim in (False, True):
+            helper_test_op([()], lambda x: x.sum(dim, keepdim=keepdim))
+            helper_test_op([()], lambda x: x.mean(dim, keepdim=keepdim))
+            helper_test_op([()], lambda x: x.max(dim, keepdim=keepdim), lambda x: x.amax(dim, keepdim=keepdim))
+            helper_test_op([()], lambda x: x.var(dim, keepdim=keepdim, correction=0))
+    helper_test_raises([()], lambda x: x.sum(1))
 
 
 # ---- movement ----------------------------------------------------------------------------------
