@@ -40,6 +40,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
             x.data[index] = original
             numeric[index] = (plus - minus) / (2 * eps)
         excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+        excess = np.where(np.isnan(excess), np.inf, excess)  # NaN > 0 is False: a NaN gradient would pass
         if excess.size and excess.max() > 0:
             worst = np.unravel_index(np.argmax(excess), excess.shape)
             raise GradcheckError(
