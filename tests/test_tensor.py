@@ -405,6 +405,21 @@ def test_gradcheck_catches_a_gradient_that_ignores_the_upstream_gradient():
         gradcheck(lambda t: SumLike.apply(t), [x])
 
 
+def test_gradcheck_fails_on_a_nan_gradient():
+    class NanGrad(Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, grad):
+            g = grad * 2
+            g[1] = np.nan
+            return g
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"index \(1,\)"):
+        gradcheck(lambda t: NanGrad.apply(t), [x])
+
+
 def test_gradcheck_needs_an_input_that_requires_grad():
     with pytest.raises(ValueError):
         gradcheck(lambda t: t * 2, [Tensor(np.ones(2))])
