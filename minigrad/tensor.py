@@ -15,6 +15,13 @@ _grad_enabled = True
 class no_grad:
     """Context manager and decorator: ops inside it record no graph."""
 
+    def __new__(cls, fn=None):
+        # bare @no_grad hands us the function itself; PyTorch accepts it as well as @no_grad()
+        return super().__new__(cls) if fn is None else cls()(fn)
+
+    def __init__(self, fn=None):
+        pass
+
     def __enter__(self):
         global _grad_enabled
         self._previous, _grad_enabled = _grad_enabled, False
