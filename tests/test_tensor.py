@@ -247,6 +247,20 @@ def test_no_grad_decorator():
     assert (x * 2).requires_grad
 
 
+def test_no_grad_bare_decorator():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+
+    @mg.no_grad
+    def f(t):
+        assert not mg.is_grad_enabled()
+        return t * 2
+
+    y = f(x)
+    assert y.requires_grad is False and y.is_leaf
+    assert f.__name__ == "f"
+    assert mg.is_grad_enabled()
+
+
 # ---- creation -----------------------------------------------------------------------------------
 
 def test_creation_functions():
