@@ -320,6 +320,11 @@ class Tensor:
             index = index.data
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+            if any(_is_int(i) for i in index) and any(isinstance(i, (np.ndarray, list)) for i in index):
+                # PyTorch applies integers as basic indexing before the arrays; NumPy counts an integer
+                # beside an array as advanced, which moves the broadcast dims to the front
+                first, rest = _split_int_index(index, self.ndim)
+                return ops.Index.apply(ops.Index.apply(self, index=first), index=rest)
         return ops.Index.apply(self, index=index)
 
     def split(self, split_size, dim=0):
@@ -349,6 +354,31 @@ class _ReleasedGraph:
     """Stands in for the Function of a tensor whose graph a backward has already consumed."""
     released = True
     parents = ()
+
+
+def _is_int(i):
+    return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+
+
+def _split_int_index(index, ndim):
+    """(first, rest) such that x[first][rest] is x[index] under PyTorch's rules: first holds the
+    integers (and full slices elsewhere), rest everything else, with any Ellipsis spelled out."""
+    def width(i):  # how many input dims an index entry consumes
+        if i is None:
+            return 0
+        if isinstance(i, (np.ndarray, list)):
+            a = np.asarray(i)
+            return a.ndim if a.dtype == np.bool_ else 1
+        return 1
+    explicit = []
+    for i in index:
+        if i is Ellipsis:
+            explicit += [slice(None)] * (ndim - sum(width(j) for j in index if j is not Ellipsis))
+        else:
+            explicit.append(i)
+    first = tuple(j for i in explicit for j in ([i] if _is_int(i) else [slice(None)] * width(i)))
+    rest = tuple(i for i in explicit if not _is_int(i))
+    return first, rest
 
 
 def _dim(dim, ndim):
