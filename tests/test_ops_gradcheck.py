@@ -330,6 +330,9 @@ def test_getitem_integer_arrays_with_repeats(data, shape):
         check(lambda x: x[idx, cols], param(data, shape))
         check(lambda x: x[:, cols], param(data, shape))
         check(lambda x: x[..., np.array([[0, 0], [0, 0]])], param(data, shape))
+    if len(shape) >= 3:
+        check(lambda x: x[-1, :, [shape[2] - 1, 0, shape[2] - 1]], param(data, shape))
+        check(lambda x: x[idx, ..., 0], param(data, shape))
 
 
 @SETTINGS

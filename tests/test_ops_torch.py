@@ -240,6 +240,10 @@ INDEX = [
     ("int_array", lambda x: x[[0, 1, 0, 1]]), ("int_array_2d", lambda x: x[:, [2, 2, 0]]),
     ("pair_arrays", lambda x: x[[0, 1, 1], [2, 0, 2]]), ("array_then_slice", lambda x: x[[1, 1], 1:]),
     ("neg_array", lambda x: x[[-1, 0, -1]]), ("int_and_array", lambda x: x[1, [0, 0, 2]]),
+    # an integer and an array separated by a slice: PyTorch indexes the integer first (NumPy would
+    # move the array's dims to the front)
+    ("int_slice_array", lambda x: x[1, :, [0, 3]]), ("array_slice_int", lambda x: x[[1, 0, 1], :, 2]),
+    ("int_ellipsis_array", lambda x: x[0, ..., [1, 1]]), ("int_none_slice_array", lambda x: x[-1, None, 1:, [[0], [2]]]),
 ]
 
 
