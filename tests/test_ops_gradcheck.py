@@ -7,7 +7,7 @@ import minigrad as mg
 from minigrad import Tensor, gradcheck
 from minigrad.nn import functional as F
 
-SETTINGS = settings(deadline=None, max_examples=20, derandomize=True)
+SETTINGS = settings(deadline=None, max_examples=40, derandomize=True)
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
 layouts = st.sampled_from(["contiguous", "transposed", "strided"])
