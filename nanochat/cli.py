@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nanochat import chat_cli, sft
-from nanochat.checkpoint import load_checkpoint
+from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
 from nanochat.tokenizer import Tokenizer
@@ -75,21 +75,29 @@ def cmd_train(args):
         hp = {**TRAIN_DEFAULTS, **meta.get("train_args", {}), **given}
     else:
         hp = {**TRAIN_DEFAULTS, **given}
+        if out.is_dir() and any(out.glob("meta_*.json")):
+            raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
+                             "to continue them, or choose another --out")
     _check_train_args(hp)
 
     text = load_text(hp["data"])
-    if (out / "tokenizer.json").exists():
+    reuse_tokenizer = (out / "tokenizer.json").exists()
+    if reuse_tokenizer:
         tokenizer = Tokenizer.load(out)
+        if "vocab_size" in given and given["vocab_size"] != tokenizer.vocab_size:
+            raise ValueError(f"{out} holds a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
+                             f"{given['vocab_size']}; choose another --out for a new vocabulary")
         print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
     else:
         print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
         tokenizer = Tokenizer.train([text], hp["vocab_size"])
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(out)
     tokens = np.asarray(tokenizer.encode(text, prepend="<|bos|>"), dtype=np.int64)
     train_tokens, val_tokens = split_train_val(tokens, hp["val_fraction"])
     loader = DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"])
     val = val_batches(val_tokens, hp["batch_size"], hp["seq_len"], hp["eval_batches"])
+    if not reuse_tokenizer:  # saved only once the data has proved usable, so a failed run leaves nothing behind
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(out)
 
     if model is None:
         config = config_for_depth(hp["depth"], tokenizer.vocab_size, hp["seq_len"], hp["n_layer"],
@@ -113,11 +121,13 @@ def cmd_train(args):
     print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
           f"{model.num_parameters():,} parameters; {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
 
-    fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step,
+    records = fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step,
         grad_accum=hp["grad_accum"], clip=hp["clip"] or None, eval_every=hp["eval_every"],
         save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
         warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
         meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)})
+    if records and records[-1]["step"] < hp["steps"]:
+        return 0  # interrupted: the checkpoint is saved, skip the plot and the sample
     if plot_losses(out / "log.jsonl", out / "loss.png"):
         print(f"loss curve: {out / 'loss.png'}")
     if args.sample_tokens:

@@ -31,10 +31,10 @@ def config_for_depth(depth, vocab_size, sequence_len, n_layer=None, n_embd=None,
     """nanochat's sizing: width = 64 x depth, heads of width 128; explicit sizes override."""
     if depth < 1:
         raise ValueError(f"depth must be positive, got {depth}")
-    n_embd = n_embd or depth * 64
-    n_head = n_head or max(1, (n_embd + 127) // 128)
-    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=n_layer or depth,
-                     n_head=n_head, n_kv_head=n_kv_head or n_head, n_embd=n_embd)
+    n_embd = depth * 64 if n_embd is None else n_embd
+    n_head = max(1, (n_embd + 127) // 128) if n_head is None else n_head
+    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth if n_layer is None else n_layer,
+                     n_head=n_head, n_kv_head=n_head if n_kv_head is None else n_kv_head, n_embd=n_embd)
 
 
 def find_nonfinite(loss, model):

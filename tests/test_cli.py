@@ -275,6 +275,38 @@ def test_bad_training_input_is_one_line_error(tmp_path, data_file, case, extra, 
     assert not list((tmp_path / "out").glob("meta_*.json"))  # glob of a missing folder is empty too
 
 
+def test_training_from_scratch_refuses_a_directory_with_checkpoints(tmp_path, run_a, data_file):
+    out = copy_run(run_a, tmp_path / "d")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    rc, _, stderr = run_cli(["train", "--data", data_file, "--out", out, *TINY, "--steps", 2])
+    assert_one_line_error(rc, stderr, "train", "already holds checkpoints (latest step 12)")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing lost
+
+
+def test_reused_tokenizer_with_another_vocab_size_is_one_line_error(tmp_path, data_file):
+    out = tmp_path / "out"
+    Tokenizer.train([data_file.read_text()], 300).save(out)
+    args = ["train", "--data", data_file, "--out", out, *TINY, "--steps", 2]
+    rc, _, stderr = run_cli([*args, "--vocab-size", 290])
+    assert_one_line_error(rc, stderr, "train", "holds a 300-token tokenizer but --vocab-size is 290")
+
+
+def test_failed_run_leaves_no_tokenizer_behind(tmp_path):
+    (tmp_path / "short.txt").write_text("hello world, a short text.\n")
+    rc, _, _ = run_cli(["train", "--data", tmp_path / "short.txt", "--out", tmp_path / "out", *TINY, "--steps", 2])
+    assert rc == 1 and not (tmp_path / "out" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("option", ["--n-embd", "--n-head", "--n-layer", "--n-kv-head"])
+def test_zero_model_sizes_are_rejected_not_ignored(tmp_path, data_file, option):
+    args = [a for a in TINY]
+    if option in args:
+        i = args.index(option)
+        del args[i:i + 2]
+    rc, _, stderr = run_cli(["train", "--data", data_file, "--out", tmp_path / "out", *args, option, 0, "--steps", 2])
+    assert_one_line_error(rc, stderr, "train", "must be a positive number, got 0")
+
+
 def test_resume_without_checkpoint_is_one_line_error(tmp_path, data_file):
     rc, _, stderr = run_cli(["train", "--data", data_file, "--out", tmp_path / "absent", "--resume"])
     assert_one_line_error(rc, stderr, "train", "does not exist")
