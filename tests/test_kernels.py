@@ -270,6 +270,21 @@ def test_cross_entropy_out_of_range_target_raises(fn, bad):
         fn(logits, np.array([0, bad, -1]), ignore_index=-1)
 
 
+@pytest.mark.parametrize("fn", [K.cross_entropy_forward, K.cross_entropy_forward_reference])
+def test_cross_entropy_needs_a_class(fn):
+    with pytest.raises(ValueError, match="at least one class"):
+        fn(np.zeros((2, 0)), np.array([-1, -1]))
+
+
+def test_kernels_reject_non_float_and_mismatched_inputs():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        K.softmax(np.ones((2, 3), np.int64))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        K.cross_entropy_forward(np.ones((2, 3), np.float16), np.array([0, 1]))
+    with pytest.raises(ValueError, match="operands differ"):
+        K.softmax_backward(np.ones((2, 3)), np.ones((2, 4)))
+
+
 def test_cross_entropy_backward_out_of_range_target_raises():
     logits = np.zeros((2, 5))
     with pytest.raises(ValueError, match="outside"):
@@ -279,7 +294,7 @@ def test_cross_entropy_backward_out_of_range_target_raises():
 def test_parallel_drivers_match_twins():
     """Inputs above PARALLEL_MIN_ELEMENTS take the prange drivers; check those too (float32 only)."""
     rng = np.random.default_rng(5)
-    n, v = 70, 1000
+    n, v = 140, 1000
     assert n * v >= importlib.import_module("minigrad.kernels.softmax").PARALLEL_MIN_ELEMENTS
     x = (rng.standard_normal((n, v)) * 5).astype(np.float32)
     grad = rng.standard_normal((n, v)).astype(np.float32)

@@ -8,7 +8,7 @@ g * (softmax - onehot) directly, without a one-hot matrix.
 import numpy as np
 from numba import njit, prange
 
-from .softmax import _exp_shifted, as_rows, pick, row_max, row_sum, vexp
+from .softmax import _exp_shifted, as_rows, check_float, pick, row_max, row_sum, vexp
 
 
 def _check_ce(logits, targets, ignore_index):
@@ -20,6 +20,8 @@ def _check_ce(logits, targets, ignore_index):
             f"cross_entropy targets must have shape ({logits.shape[0]},), got {targets.shape}"
         )
     n_classes = logits.shape[1]
+    if n_classes == 0:
+        raise ValueError("cross_entropy needs at least one class (V >= 1)")
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -106,6 +108,7 @@ def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, out):
 def _prepare(logits, targets, ignore_index):
     logits = np.asarray(logits)
     targets = np.asarray(targets)
+    check_float(logits)
     _check_ce(logits, targets, ignore_index)
     return as_rows(logits), np.ascontiguousarray(targets, dtype=np.int64)
 

@@ -1,16 +1,29 @@
 """Softmax / log-softmax along the last axis and their backward passes.
 
 The numba kernels work on C-contiguous (rows, V) views, one row per
-iteration (prange for big inputs). numba has no SIMD exp without Intel SVML, so `vexp` is a
-vectorisable exp (Cody-Waite reduction, polynomial, exponent bits); row max
-and row sums use explicit lanes / reassociation so LLVM vectorises them
-without fastmath flags that would change inf/NaN behaviour.
+iteration (prange for big inputs). numba has no SIMD exp without Intel SVML,
+so `vexp` is a vectorisable exp (Cody-Waite reduction, polynomial, exponent
+bits); row max and row sums use explicit lanes / reassociation so LLVM
+vectorises them without fastmath flags that would change inf/NaN behaviour.
+Row sums accumulate in float64, so float32 results are at least as accurate
+as the twin's float32 pairwise sums.
 """
+import os
+
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
+
+# OpenMP workers spin after each prange and steal the core OpenBLAS's threads
+# need next (on a loaded 2-core box softmax ran 3-4x slower under the omp layer
+# than under workqueue, and the surrounding GEMMs slowed too). workqueue threads
+# sleep instead. It cannot take concurrent launches, but these kernels hold the
+# GIL, so launches are serialised. Takes effect only before the first prange
+# launch in the process and never overrides an explicit NUMBA_THREADING_LAYER.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 def softmax_reference(x):
@@ -244,9 +257,10 @@ def _log_softmax_backward_parallel(y, g, out):
         _log_softmax_backward_row(y[i], g[i], out[i])
 
 
-# Below this many elements a prange launch costs more than it saves (measured
-# in benchmarks/bench_kernels.py on 2 cores).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# A workqueue launch costs ~20 us; serial softmax runs ~1.2 us per 1k float32
+# elements. On 2 cores parallel broke even near 64k elements when idle and not
+# below 256k when the box was loaded, so 128k is the compromise.
+PARALLEL_MIN_ELEMENTS = 1 << 17
 
 
 def pick(serial, parallel, n_elements):
@@ -259,14 +273,22 @@ def pick(serial, parallel, n_elements):
 def as_rows(x):
     """C-contiguous (rows, last) view of x, copying only when x is not already C-contiguous."""
     x = np.ascontiguousarray(x)
-    return x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    return x.reshape(-1, x.shape[-1])
+
+
+def check_float(x):
+    """The kernels are compiled for float32 and float64 only."""
+    if x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"kernel needs float32 or float64 input, got {x.dtype}")
 
 
 def _rowwise(serial, parallel, *arrays):
+    arrays = [np.asarray(a) for a in arrays]
+    check_float(arrays[0])
     shape = arrays[0].shape
     for a in arrays[1:]:
-        if a.shape != shape:
-            raise ValueError(f"shape mismatch: {shape} vs {a.shape}")
+        if a.shape != shape or a.dtype != arrays[0].dtype:
+            raise ValueError(f"operands differ: {shape} {arrays[0].dtype} vs {a.shape} {a.dtype}")
     if arrays[0].size == 0:
         return np.empty(shape, arrays[0].dtype)
     rows = [as_rows(a) for a in arrays]
