@@ -184,11 +184,13 @@ def cmd_sft(args):
 
     # all data is read and checked before any training
     max_tokens = model.config.sequence_len + 1
+    engine = Engine(model, tokenizer)
     held_out = None
     if hp["data"] is None:
         train, held_out = synthetic_data(tasks.parse_tasks(hp["tasks"]), hp["train_items"], hp["eval_items"], hp["seed"])
         rows = render_rows(tokenizer, [(f"synthetic item {i}", c) for i, c in enumerate(train)], max_tokens)
         val_rows = render_rows(tokenizer, [(f"held-out item {i}", c) for i, c in enumerate(held_out)], max_tokens)
+        _check_questions_fit(engine, held_out)
     else:
         rows = render_rows(tokenizer, [(f"{hp['data']} line {n}", c) for n, c in read_jsonl(hp["data"])], max_tokens)
         val_rows = []
@@ -196,7 +198,6 @@ def cmd_sft(args):
     loader = SFTLoader(rows, hp["batch_size"], pad_id, seed=hp["seed"])
     val = [collate(val_rows[i:i + hp["batch_size"]], pad_id) for i in range(0, len(val_rows), hp["batch_size"])]
 
-    engine = Engine(model, tokenizer)
     pretrained = meta.get("pretrained_accuracy") if meta else None
     if held_out is not None and pretrained is None:
         pretrained = _accuracy_record(engine, held_out)
@@ -228,6 +229,14 @@ def cmd_sft(args):
         (out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"accuracy logged to {out / 'accuracy.json'}")
     return 0
+
+
+def _check_questions_fit(engine, items):
+    for i, item in enumerate(items):
+        try:
+            engine.fit_context(item["messages"][:1])
+        except ValueError as e:
+            raise ValueError(f"held-out item {i} cannot be asked: {e}; use a model with a longer context") from None
 
 
 def _accuracy_record(engine, items):

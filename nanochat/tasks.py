@@ -38,11 +38,24 @@ def _spell(rng, words):
 
 
 def _count(rng, words):
+    # a third each: a letter the word lacks, one it has once, one it repeats, so always
+    # answering "1" scores about a third, not most of the time
+    kind = rng.integers(3)
+    if kind == 2:
+        words = _with_repeats(words)
     word = words[rng.integers(len(words))]
-    # mostly a letter of the word, sometimes any letter, so zero is a possible answer
-    pool = word if rng.random() < 0.75 else "abcdefghijklmnopqrstuvwxyz"
+    if kind == 0:
+        pool = sorted(set("abcdefghijklmnopqrstuvwxyz") - set(word))
+    else:
+        # a word like "noon" has no letter that occurs once: then any of its letters
+        pool = sorted(c for c in set(word) if (word.count(c) > 1) == (kind == 2)) or sorted(set(word))
     letter = pool[rng.integers(len(pool))]
     return f'How many times does the letter "{letter}" appear in "{word}"?', str(word.count(letter))
+
+
+@lru_cache(maxsize=4)
+def _with_repeats(words):
+    return tuple(w for w in words if len(set(w)) < len(w))
 
 
 def _reverse(rng, words):
