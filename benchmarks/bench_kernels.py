@@ -1,6 +1,6 @@
 """Benchmark minigrad's kernels against their NumPy twins and torch (CPU, same thread count).
 
-    python benchmarks/bench_kernels.py [--dtype float32|float64] [--repeats 15] [--json PATH]
+    python benchmarks/bench_kernels.py [--dtype float32|float64] [--repeats 15] [--only matmul] [--json PATH]
 
 Contenders run alternately (rotating order each round) after warm-up, so load
 from other processes on a shared machine hits all of them alike; each cell is
@@ -133,6 +133,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--only", metavar="TEXT", default="", help="run only ops whose name contains TEXT")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -143,6 +144,8 @@ def main(argv=None):
     rows = []
     for cases in (_matmul_cases, _softmax_cases, _cross_entropy_cases, _concat_cases):
         for name, shape, flops, contenders in cases(rng, dtype):
+            if args.only not in name:
+                continue
             t = _race(contenders, args.repeats)
             row = {"kernel": name, "shape": shape, "dtype": args.dtype,
                    **{f"{k}_ms": v * 1e3 for k, v in t.items()},

@@ -59,7 +59,6 @@ def matmul_backward_reference(a, b, grad):
     return grad_a, grad_b
 
 
-
 def _fold_rows(x):
     """(..., r, c) -> (prod(...) * r, c) as a view, or None when that would need a copy."""
     if not x.flags.c_contiguous:
