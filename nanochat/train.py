@@ -143,15 +143,14 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
 def plot_losses(log_path, png_path):
     """A loss-curve PNG from log.jsonl; returns False (and draws nothing) without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (a notebook's) alone
     except ImportError:
         return False
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if not r.get("skipped")]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1)
     if val:
@@ -162,7 +161,6 @@ def plot_losses(log_path, png_path):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return True
 
 
