@@ -18,8 +18,8 @@ from nanochat.train import TrainingError, config_for_depth, fit, plot_losses
 # Training hyperparameters: on --resume the checkpoint's values win over these defaults, and
 # options given on the command line win over both.
 TRAIN_DEFAULTS = dict(
-    data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=4096,
-    batch_size=8, seq_len=128, steps=600, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
+    data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
+    batch_size=8, seq_len=128, steps=500, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
     unembedding_lr=0.004, weight_decay=0.0, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
     clip=1.0, seed=0, val_fraction=0.1, eval_every=100, eval_batches=8, save_every=200,
 )
