@@ -244,6 +244,23 @@ class CrossEntropy(Function):
         return kernels.cross_entropy_backward(self.logits, self.targets, self.lse, row_grad, self.ignore_index)
 
 
+class ScaledDotProductAttention(Function):
+    """softmax(q kᵀ · scale, keys j <= i + offset) v for q (B, H, Tq, D), k and v (B, Hk, Tk, D), fused.
+
+    The kernel works in (B, T, H, D), so the usual transposed views of a projection pass without copies."""
+
+    def forward(self, q, k, v, scale, offset):
+        self.q, self.k, self.v = (x.swapaxes(1, 2) for x in (q, k, v))
+        self.scale = scale
+        self.out, self.p = kernels.attention_forward(self.q, self.k, self.v, scale, offset)
+        return self.out.swapaxes(1, 2)
+
+    def backward(self, grad):
+        dq, dk, dv = kernels.attention_backward(self.q, self.k, self.v, self.out, self.p, grad.swapaxes(1, 2),
+                                                self.scale)
+        return dq.swapaxes(1, 2), dk.swapaxes(1, 2), dv.swapaxes(1, 2)
+
+
 # ---- movement --------------------------------------------------------------------------------
 
 

@@ -1,4 +1,10 @@
 """Compute kernels for minigrad: fast paths plus NumPy twins (`<name>_reference`) with identical semantics."""
+from .attention import (
+    attention_backward,
+    attention_backward_reference,
+    attention_forward,
+    attention_forward_reference,
+)
 from .concat import concat, concat_reference
 from .cross_entropy import (
     cross_entropy_backward,
@@ -19,6 +25,7 @@ from .softmax import (
 )
 
 __all__ = [
+    "attention_forward", "attention_forward_reference", "attention_backward", "attention_backward_reference",
     "concat", "concat_reference",
     "cross_entropy_forward", "cross_entropy_forward_reference",
     "cross_entropy_backward", "cross_entropy_backward_reference",

@@ -10,7 +10,53 @@ For batch-vs-batch products numpy's own per-matrix GEMM loop measured faster
 than a numba prange over np.dot (which oversubscribes the BLAS threads), so
 those go straight to np.matmul.
 """
+import ctypes
+import glob
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+
+
+def _openblas():
+    """numpy's bundled OpenBLAS through ctypes, or None when this numpy links another BLAS."""
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    return get, set_
+    return None
+
+
+# OpenBLAS's own threads synchronise inside each GEMM; on 2 busy cores that made the weight
+# gradients' shape (384 x 2048 @ 2048 x 384) 6-10x slower with 2 threads than with 1 (47 ms vs
+# 4-8 ms; torch: 8 ms). So OpenBLAS runs single-threaded and a big GEMM is split into row blocks,
+# one per thread of this pool (same thread count OpenBLAS had): each block is an independent
+# single-threaded GEMM, with no synchronisation until the end.
+_BLAS = _openblas()
+GEMM_THREADS = 1
+if _BLAS is not None:
+    GEMM_THREADS = max(1, _BLAS[0]())
+    _BLAS[1](1)
+_POOL = ThreadPoolExecutor(GEMM_THREADS) if GEMM_THREADS > 1 else None
+SPLIT_MIN_WORK = 1 << 22  # rows * cols * inner below which one thread does the whole GEMM
+
+
+def _gemm(a, b):
+    """2-D a @ b, split by rows of the output over the GEMM pool when it is big enough."""
+    rows = a.shape[0]
+    if _POOL is None or rows < 2 * 16 or rows * a.shape[1] * b.shape[1] < SPLIT_MIN_WORK:
+        return np.matmul(a, b)
+    out = np.empty((rows, b.shape[1]), np.result_type(a, b))
+    bounds = np.linspace(0, rows, GEMM_THREADS + 1).astype(int)
+    jobs = [_POOL.submit(np.matmul, a[s:e], b, out=out[s:e]) for s, e in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
+    return out
 
 
 def _check_matmul(a, b):
@@ -60,9 +106,9 @@ def matmul_backward_reference(a, b, grad):
 
 
 def _fold_rows(x):
-    """(..., r, c) -> (prod(...) * r, c) as a view, or None when that would need a copy."""
-    if not x.flags.c_contiguous:
-        return None
+    """(..., r, c) -> (prod(...) * r, c): a view when x is C-contiguous, else one copy. The copy is
+    cheaper than the alternative, a batch of small GEMMs (np.matmul synchronises OpenBLAS's threads
+    once per matrix, which on 2 busy cores measured up to 40x slower than one big GEMM)."""
     return x.reshape(-1, x.shape[-1])
 
 
@@ -70,9 +116,9 @@ def matmul(a, b):
     """Fast path of matmul_reference."""
     _check_matmul(a, b)
     if b.ndim == 2 and a.ndim > 2:
-        a2 = _fold_rows(a)
-        if a2 is not None:
-            return np.matmul(a2, b).reshape(a.shape[:-1] + (b.shape[-1],))
+        return _gemm(_fold_rows(a), b).reshape(a.shape[:-1] + (b.shape[-1],))
+    if a.ndim == 2 and b.ndim == 2:
+        return _gemm(a, b)
     return np.matmul(a, b)
 
 
@@ -81,9 +127,8 @@ def matmul_backward(a, b, grad):
     _check_matmul(a, b)
     _check_grad(a, b, grad)
     if b.ndim == 2 and a.ndim > 2:
-        a2 = _fold_rows(a)
-        g2 = _fold_rows(grad)
-        if a2 is not None and g2 is not None:
-            grad_a = np.matmul(g2, b.T).reshape(a.shape)
-            return grad_a, np.matmul(a2.T, g2)
+        a2, g2 = _fold_rows(a), _fold_rows(grad)
+        return _gemm(g2, b.T).reshape(a.shape), _gemm(a2.T, g2)
+    if a.ndim == 2 and b.ndim == 2:
+        return _gemm(grad, b.T), _gemm(a.T, grad)
     return matmul_backward_reference(a, b, grad)

@@ -76,9 +76,13 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, enabl
         if not enable_gqa or hq % hk:
             raise ValueError(f"{hq} query heads and {hk} key/value heads need enable_gqa=True "
                              "and a head count divisible by the key/value head count")
-        k, v = _repeat_heads(k, hq // hk), _repeat_heads(v, hq // hk)
     tq, tk = q.shape[-2], k.shape[-2]
     scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    if attn_mask is None and _fusable(q, k, v):
+        # one fused node (grouped heads included): no scores, mask or repeated heads as separate arrays
+        return ops.ScaledDotProductAttention.apply(q, k, v, scale=float(scale), offset=0 if is_causal else tk)
+    if hq != hk and hk != 1:
+        k, v = _repeat_heads(k, hq // hk), _repeat_heads(v, hq // hk)
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., Hq, Tq, Tk)
     if is_causal:
         attn_mask = np.tril(np.ones((tq, tk), dtype=bool))
@@ -86,6 +90,14 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, enabl
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
         scores = where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + Tensor(mask.astype(scores.dtype))
     return scores.softmax(-1) @ v
+
+
+def _fusable(q, k, v):
+    """The fused kernel takes non-empty (B, H, T, D) float32/float64 operands of one dtype and batch, k and v alike."""
+    return (q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype
+            and q.dtype in (np.float32, np.float64) and k.shape == v.shape
+            and q.shape[0] == k.shape[0] and q.shape[3] == k.shape[3] and q.shape[1] % k.shape[1] == 0
+            and q.numel() > 0 and k.numel() > 0)
 
 
 def _repeat_heads(x, n):

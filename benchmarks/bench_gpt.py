@@ -1,0 +1,303 @@
+"""Benchmark minigrad's nanochat GPT against the same model in PyTorch (TorchGPT), CPU, float32.
+
+    python benchmarks/bench_gpt.py [--sizes tiny,small] [--sections train,decode,memory,mfu]
+                                   [--repeats 7] [--threads N] [--json PATH]
+
+Both sides get the same weights, the same data and the same thread count (OpenBLAS, numba and
+torch.set_num_threads). Sections:
+- train: one step = forward, backward and an AdamW step over every parameter; the two
+  contenders alternate (order rotating each round) after warm-up; cells are medians.
+- decode: batch-1 single-token decode through a KV cache, after a 16-token prefill, up to the
+  full sequence length; tokens/s, and ms/token over the first and the last quarter of the
+  positions (growth = last / first). TorchGPT has no cache, so a minimal cached decode for it
+  lives here (`torch_decode`), using its modules and weights unchanged.
+- memory: peak RSS (ru_maxrss) of a fresh subprocess per side that runs a few training steps.
+- mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
+  throughput of a large GEMM measured in this run.
+Prints a Markdown table (ratio = minigrad / PyTorch) and writes JSON with --json.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _set_threads(n):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+# thread counts must be fixed before numpy / numba / torch load their pools
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--threads", type=int, default=os.cpu_count())
+_set_threads(_pre.parse_known_args()[0].threads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as TF  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from minigrad import Tensor, no_grad  # noqa: E402
+from minigrad.optim import AdamW  # noqa: E402
+from nanochat.engine import KVCache  # noqa: E402
+from nanochat.gpt import GPT, GPTConfig  # noqa: E402
+from nanochat.torch_gpt import TorchGPT, apply_rotary_emb, norm  # noqa: E402
+
+SIZES = {
+    "tiny": (dict(sequence_len=128, vocab_size=256, n_layer=4, n_head=4, n_kv_head=4, n_embd=128), 8),
+    "small": (dict(sequence_len=256, vocab_size=4096, n_layer=6, n_head=6, n_kv_head=6, n_embd=384), 8),
+}
+PREFILL = 16
+
+
+def build(size, seed=0, sides=("minigrad", "torch")):
+    """(config, batch, minigrad GPT, TorchGPT with the same weights, inputs, targets); a side
+    not in `sides` is None (the memory subprocesses build only their own)."""
+    kw, batch = SIZES[size]
+    config = GPTConfig(**kw)
+    model = GPT(config, seed=seed)
+    # random weights everywhere (the default init zeroes lm_head and c_proj, which would make
+    # the step unrepresentative)
+    rng = np.random.default_rng(seed)
+    for _, p in model.named_parameters():
+        p.data[...] = rng.normal(0.0, 0.02, p.shape)
+    tmodel = None
+    if "torch" in sides:
+        tmodel = TorchGPT(config)
+        tmodel.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()})
+    if "minigrad" not in sides:
+        model = None
+    x = rng.integers(0, config.vocab_size, (batch, config.sequence_len))
+    y = rng.integers(0, config.vocab_size, (batch, config.sequence_len))
+    return config, batch, model, tmodel, x, y
+
+
+def minigrad_train_step(model, x, y):
+    opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def torch_train_step(tmodel, x, y):
+    opt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, weight_decay=0.0, foreach=False)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = tmodel(tx, ty)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def race(contenders, repeats, warmup=2):
+    """Median seconds per call of each contender, timed in alternating rounds."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            contenders[name]()
+            samples[name].append(time.perf_counter() - t)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+# ---- decode -------------------------------------------------------------------------------------
+
+def minigrad_decode(model, prompt, total):
+    """Per-token seconds of decoding positions len(prompt)..total-1 after a prefill (greedy)."""
+    cfg = model.config
+    cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=total)
+    times = []
+    with no_grad():
+        logits = model(np.array([prompt]), kv_cache=cache).data[:, -1]
+        for _ in range(total - len(prompt)):
+            t = time.perf_counter()
+            nxt = np.argmax(logits, axis=-1)
+            logits = model(nxt[:, None], kv_cache=cache).data[:, -1]
+            times.append(time.perf_counter() - t)
+    return times
+
+
+@torch.no_grad()
+def torch_cached_forward(tmodel, idx, cache, pos):
+    """TorchGPT's forward with a KV cache (preallocated (L, 2, B, H, T, D)), mirroring nanochat's."""
+    B, T = idx.size()
+    cos_sin = tmodel.cos[:, pos:pos + T], tmodel.sin[:, pos:pos + T]
+    x = norm(tmodel.transformer.wte(idx))
+    for i, block in enumerate(tmodel.transformer.h):
+        attn = block.attn
+        h = norm(x)
+        q = attn.c_q(h).view(B, T, attn.n_head, attn.head_dim)
+        k = attn.c_k(h).view(B, T, attn.n_kv_head, attn.head_dim)
+        v = attn.c_v(h).view(B, T, attn.n_kv_head, attn.head_dim)
+        cos, sin = cos_sin
+        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+        q, k = norm(q), norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cache[i, 0, :, :, pos:pos + T] = k
+        cache[i, 1, :, :, pos:pos + T] = v
+        k, v = cache[i, 0, :, :, :pos + T], cache[i, 1, :, :, :pos + T]
+        gqa = attn.n_head != attn.n_kv_head
+        if T == 1:
+            y = TF.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        else:  # prefill of an empty cache
+            y = TF.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)
+        x = x + attn.c_proj(y)
+        x = x + block.mlp(norm(x))
+    x = norm(x)
+    softcap = tmodel.config.softcap
+    return softcap * torch.tanh(tmodel.lm_head(x) / softcap)
+
+
+def torch_decode(tmodel, prompt, total):
+    cfg = tmodel.config
+    cache = torch.zeros(cfg.n_layer, 2, 1, cfg.n_kv_head, total, cfg.head_dim)
+    times = []
+    logits = torch_cached_forward(tmodel, torch.tensor([prompt]), cache, 0)[:, -1]
+    pos = len(prompt)
+    for _ in range(total - len(prompt)):
+        t = time.perf_counter()
+        nxt = torch.argmax(logits, dim=-1)
+        logits = torch_cached_forward(tmodel, nxt[:, None], cache, pos)[:, -1]
+        pos += 1
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def decode_stats(times):
+    q = max(1, len(times) // 4)
+    first, last = statistics.median(times[:q]), statistics.median(times[-q:])
+    return dict(tok_per_s=len(times) / sum(times), ms_first=1e3 * first, ms_last=1e3 * last,
+                growth=last / first)
+
+
+# ---- memory (subprocess) ------------------------------------------------------------------------
+
+def _memory_child(side, size):
+    config, batch, model, tmodel, x, y = build(size, sides=(side,))
+    step = minigrad_train_step(model, x, y) if side == "minigrad" else torch_train_step(tmodel, x, y)
+    for _ in range(3):
+        step()
+    print(json.dumps(dict(maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+
+
+def peak_memory(side, size, threads):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--threads", str(threads),
+                          "--_memory-child", side, "--sizes", size], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["maxrss_mb"]
+
+
+def gemm_peak(n=2048, repeats=5):
+    """Measured float32 GEMM throughput (FLOP/s) of numpy's BLAS and of torch; the larger is peak."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ta = torch.from_numpy(a)
+    best = {}
+    for name, fn in (("numpy", lambda: a @ a), ("torch", lambda: ta @ ta)):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        best[name] = 2 * n ** 3 / min(ts)
+    return max(best.values()), best
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="tiny,small")
+    ap.add_argument("--sections", default="train,decode,memory,mfu")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--decode-len", type=int, default=None, help="decode up to this many positions "
+                    "(default: the full sequence length)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = args.sizes.split(",")
+    if args.memory_child:
+        return _memory_child(args.memory_child, sizes[0])
+    sections = set(args.sections.split(","))
+    import numba
+    results = dict(threads=args.threads, numba_threads=numba.get_num_threads(),
+                   torch_threads=torch.get_num_threads(), load_avg=os.getloadavg(), sizes={})
+    rows = []
+    if "mfu" in sections:
+        peak, per_lib = gemm_peak()
+        results["gemm_peak_gflops"] = peak / 1e9
+        results["gemm_gflops"] = {k: v / 1e9 for k, v in per_lib.items()}
+    for size in sizes:
+        config, batch, model, tmodel, x, y = build(size)
+        res = results["sizes"][size] = {}
+        if "train" in sections or "mfu" in sections:
+            t = race({"minigrad": minigrad_train_step(model, x, y), "torch": torch_train_step(tmodel, x, y)},
+                     args.repeats)
+            res["train_s"] = t
+            rows.append((f"{size} train step (ms)", 1e3 * t["minigrad"], 1e3 * t["torch"]))
+            if "mfu" in sections:
+                tokens = batch * config.sequence_len
+                flops = model.estimate_flops()
+                mfu = {k: flops * tokens / v / results["gemm_peak_gflops"] / 1e9 for k, v in t.items()}
+                res["mfu"] = mfu
+                rows.append((f"{size} train MFU (%)", 100 * mfu["minigrad"], 100 * mfu["torch"]))
+        if "decode" in sections:
+            total = args.decode_len or config.sequence_len
+            prompt = [int(i) for i in x[0, :PREFILL]]
+            stats = {"minigrad": [], "torch": []}
+            minigrad_decode(model, prompt, min(total, PREFILL + 8))  # warm-up
+            torch_decode(tmodel, prompt, min(total, PREFILL + 8))
+            for r in range(3):
+                for side in (("minigrad", "torch") if r % 2 == 0 else ("torch", "minigrad")):
+                    fn = minigrad_decode if side == "minigrad" else torch_decode
+                    stats[side].append(fn(model if side == "minigrad" else tmodel, prompt, total))
+            # per position, the median over the runs
+            med = {k: [statistics.median(col) for col in zip(*v)] for k, v in stats.items()}
+            d = res["decode"] = {k: decode_stats(v) for k, v in med.items()}
+            rows.append((f"{size} decode (tok/s)", d["minigrad"]["tok_per_s"], d["torch"]["tok_per_s"]))
+            rows.append((f"{size} decode ms/token, first quarter", d["minigrad"]["ms_first"], d["torch"]["ms_first"]))
+            rows.append((f"{size} decode ms/token, last quarter", d["minigrad"]["ms_last"], d["torch"]["ms_last"]))
+            rows.append((f"{size} decode growth (last/first)", d["minigrad"]["growth"], d["torch"]["growth"]))
+        if "memory" in sections:
+            m = res["peak_rss_mb"] = {side: peak_memory(side, size, args.threads) for side in ("minigrad", "torch")}
+            rows.append((f"{size} train peak RSS (MiB)", m["minigrad"], m["torch"]))
+        del model, tmodel
+    results["load_avg_end"] = os.getloadavg()
+
+    print(f"threads: {args.threads} (numba {results['numba_threads']}, torch {results['torch_threads']}); "
+          f"load average at start {results['load_avg'][0]:.2f}, at end {results['load_avg_end'][0]:.2f}")
+    if "gemm_peak_gflops" in results:
+        g = results["gemm_gflops"]
+        print(f"float32 GEMM 2048^3: numpy {g['numpy']:.1f} GFLOP/s, torch {g['torch']:.1f} GFLOP/s "
+              f"(peak = {results['gemm_peak_gflops']:.1f})")
+    print()
+    print("| measure | minigrad | PyTorch | minigrad / PyTorch |")
+    print("|---|---:|---:|---:|")
+    for name, a, b in rows:
+        print(f"| {name} | {a:.3g} | {b:.3g} | {a / b:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Fused kernels against their NumPy twins, the twins against torch, and the fused Functions
+end to end (values and gradients) against torch."""
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigrad import Tensor
+from minigrad import kernels as K
+from minigrad.kernels import attention as attention_module
+from minigrad.nn import functional as F
+
+matmul_module = importlib.import_module("minigrad.kernels.matmul")  # the package exports a function of that name
+SETTINGS = settings(deadline=None, max_examples=30)
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- attention
+
+@st.composite
+def attention_case(draw):
+    b, d = draw(st.integers(1, 3)), draw(st.integers(1, 9))
+    hk = draw(st.integers(1, 3))
+    h = hk * draw(st.integers(1, 3))
+    tq = draw(st.integers(1, 9))
+    tk = tq if draw(st.booleans()) else draw(st.integers(1, 12))
+    offset = draw(st.sampled_from([0, tk, max(tk - tq, 0)]))
+    return (b, tq, h, d), (b, tk, hk, d), offset
+
+
+@SETTINGS
+@given(attention_case(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_attention_matches_twin(shapes, dtype, parallel, seed):
+    q_shape, kv_shape, offset = shapes
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal(s).astype(dtype) for s in (q_shape, kv_shape, kv_shape))
+    old = attention_module.PARALLEL_MIN_WORK
+    attention_module.PARALLEL_MIN_WORK = 0 if parallel else 1 << 62
+    try:
+        out, p = K.attention_forward(q, k, v, 0.37, offset)
+        ref_out, ref_p = K.attention_forward_reference(q, k, v, 0.37, offset)
+        np.testing.assert_allclose(out, ref_out, **_tol(dtype))
+        np.testing.assert_allclose(p, ref_p, **_tol(dtype))
+        grad = rng.standard_normal(out.shape).astype(dtype)
+        got = K.attention_backward(q, k, v, out, p, grad, 0.37)
+        want = K.attention_backward_reference(q, k, v, ref_out, ref_p, grad, 0.37)
+    finally:
+        attention_module.PARALLEL_MIN_WORK = old
+    for g, w, x in zip(got, want, (q, k, v)):
+        assert g.shape == w.shape == x.shape and g.dtype == dtype
+        np.testing.assert_allclose(g, w, **_tol(dtype))
+
+
+def test_attention_masked_probabilities_are_zero():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 5, 2, 4)).astype(np.float32)
+    _, p = K.attention_forward(q, q, q, 0.5, 0)
+    assert np.all(p[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] == 0)
+    np.testing.assert_allclose(p.sum(-1), 1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (4, 1)])
+def test_attention_twin_matches_torch(causal, heads):
+    h, hk = heads
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((2, 6, h, 8))
+    k, v = rng.standard_normal((2, 2, 6, hk, 8))
+    tq, tk, tv = (torch.tensor(x.transpose(0, 2, 1, 3), requires_grad=True) for x in (q, k, v))
+    out = TF.scaled_dot_product_attention(tq, tk, tv, is_causal=causal, enable_gqa=h != hk)
+    grad = rng.standard_normal(tuple(out.shape))
+    out.backward(torch.tensor(grad))
+    ref_out, p = K.attention_forward_reference(q, k, v, 8 ** -0.5, 0 if causal else 6)
+    np.testing.assert_allclose(ref_out, out.detach().numpy().transpose(0, 2, 1, 3), rtol=1e-12, atol=1e-12)
+    grads = K.attention_backward_reference(q, k, v, ref_out, p, grad.transpose(0, 2, 1, 3), 8 ** -0.5)
+    for g, t in zip(grads, (tq, tk, tv)):
+        np.testing.assert_allclose(g, t.grad.numpy().transpose(0, 2, 1, 3), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_sdpa_function_matches_torch(causal):
+    """The Function behind F.scaled_dot_product_attention, on (B, H, T, D) transposed views as gpt.py
+    passes them, with grouped heads: values and gradients against torch in float32."""
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((2, 7, 6, 8)).astype(np.float32)  # (B, T, H, D)
+    k, v = rng.standard_normal((2, 2, 7, 3, 8)).astype(np.float32)
+    mq, mk, mv = (Tensor(x, requires_grad=True) for x in (q, k, v))
+    y = F.scaled_dot_product_attention(mq.transpose(1, 2), mk.transpose(1, 2), mv.transpose(1, 2),
+                                       is_causal=causal, enable_gqa=True)
+    assert type(y._ctx).__name__ == "ScaledDotProductAttention"
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(grad)
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    ty = TF.scaled_dot_product_attention(tq.transpose(1, 2), tk.transpose(1, 2), tv.transpose(1, 2),
+                                         is_causal=causal, enable_gqa=True)
+    ty.backward(torch.tensor(grad))
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for m, t in zip((mq, mk, mv), (tq, tk, tv)):
+        np.testing.assert_allclose(m.grad, t.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        K.attention_forward(np.ones((1, 2, 3, 4), np.float32), np.ones((1, 2, 2, 4), np.float32),
+                            np.ones((1, 2, 2, 4), np.float32), 1.0, 0)
+
+
+# ---------------------------------------------------------------- split GEMM
+
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 100, 48), (48, 1000)), ((300, 200), (200, 90))])
+def test_split_gemm_matches_twin(shape_a, shape_b):
+    """Big enough that the GEMM is split into row blocks over the pool (when it has threads)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    old = matmul_module.SPLIT_MIN_WORK
+    matmul_module.SPLIT_MIN_WORK = 0
+    try:
+        out = K.matmul(a, b)
+        grad = rng.standard_normal(out.shape).astype(np.float32)
+        got = K.matmul_backward(a, b, grad)
+    finally:
+        matmul_module.SPLIT_MIN_WORK = old
+    np.testing.assert_allclose(out, K.matmul_reference(a, b), rtol=1e-5, atol=1e-4)
+    for g, w in zip(got, K.matmul_backward_reference(a, b, grad)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-3)
