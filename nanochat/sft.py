@@ -21,9 +21,9 @@ from nanochat.train import fit
 # On --resume the checkpoint's values win over these defaults; options given win over both.
 # The learning rates default to the pretraining run's, times lr_scale.
 SFT_DEFAULTS = dict(
-    data=None, tasks="all", train_items=10000, eval_items=200, steps=300, batch_size=16, lr_scale=1.0,
+    data=None, tasks="all", train_items=10000, eval_items=200, steps=1500, batch_size=16, lr_scale=1.0,
     matrix_lr=None, embedding_lr=None, unembedding_lr=None, weight_decay=0.0, warmdown_ratio=0.2,
-    clip=1.0, seed=0, eval_every=100, save_every=100,
+    clip=1.0, seed=0, eval_every=500, save_every=500,
 )
 BASE_LRS = dict(matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004)
 
