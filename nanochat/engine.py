@@ -87,8 +87,10 @@ def sample_next_token(logits, rng, temperature=1.0, top_k=None, top_p=None):
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=-1, keepdims=True)
     cumulative = np.cumsum(probs, axis=-1)
-    draws = rng.random((probs.shape[0], 1))
-    return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[-1] - 1)
+    # a draw scaled to the row's own total lands strictly inside the mass of a token with p > 0,
+    # so rounding in the cumulative sum can never pick a token that top-k or top-p removed
+    draws = rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
+    return (cumulative <= draws).sum(axis=-1)
 
 
 class Engine:
