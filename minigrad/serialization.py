@@ -46,11 +46,16 @@ def save(state: dict, path, metadata: dict[str, str] | None = None) -> None:
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError("metadata must map strings to strings")
     arrays = {name: _as_array(value) for name, value in state.items()}
-    payload = safetensors.numpy.save(arrays, metadata=metadata)
+    write_atomic(path, safetensors.numpy.save(arrays, metadata=metadata))
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers see the old file or the new one."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

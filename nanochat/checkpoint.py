@@ -9,14 +9,13 @@ mid-save leaves the previous checkpoint intact, and a step without meta does not
 """
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 import minigrad
+from minigrad.serialization import write_atomic
 from nanochat.gpt import GPT, GPTConfig
 
 FORMAT_VERSION = 1
@@ -45,7 +44,7 @@ def save_checkpoint(directory, model, step, optimizer=None, meta=None, loss=None
               "format_version": FORMAT_VERSION,
               "files": {kind: {"name": name, "sha256": _sha256(directory / name)} for kind, name in files.items()},
               **meta}
-    _write_atomic(directory / f"meta_{step:06d}.json", json.dumps(record, indent=2).encode())
+    write_atomic(directory / f"meta_{step:06d}.json", json.dumps(record, indent=2).encode())
     return directory / f"meta_{step:06d}.json"
 
 
@@ -137,16 +136,3 @@ def _sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic(path, data):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

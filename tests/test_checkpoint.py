@@ -204,7 +204,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr("nanochat.checkpoint._write_atomic", crash)
+    monkeypatch.setattr("nanochat.checkpoint.write_atomic", crash)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, model, 1)
     assert latest_step(tmp_path) == 0  # step 1 has no meta, so it does not count
