@@ -11,7 +11,8 @@ torch.set_num_threads). Sections:
   full sequence length; tokens/s, and ms/token over the first and the last quarter of the
   positions (growth = last / first). TorchGPT has no cache, so a minimal cached decode for it
   lives here (`torch_decode`), using its modules and weights unchanged.
-- memory: peak RSS (ru_maxrss) of a fresh subprocess per side that runs a few training steps.
+- memory: peak RSS of a fresh subprocess per side that runs three training steps (VmHWM; it is
+  ru_maxrss without the parent's RSS that Linux carries into a child across fork + exec).
 - mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
   throughput of a large GEMM measured in this run.
 Prints a Markdown table (ratio = minigrad / PyTorch) and writes JSON with --json.
@@ -195,7 +196,20 @@ def _memory_child(side, size):
     step = minigrad_train_step(model, x, y) if side == "minigrad" else torch_train_step(tmodel, x, y)
     for _ in range(3):
         step()
-    print(json.dumps(dict(maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+    print(json.dumps(dict(maxrss_mb=_peak_rss_mb())))
+
+
+def _peak_rss_mb():
+    """Peak RSS of this process image in MiB. Linux carries ru_maxrss across fork + exec (a child
+    reports at least its parent's RSS at the fork), so VmHWM, which exec resets, is read first."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(side, size, threads):

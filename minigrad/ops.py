@@ -133,6 +133,17 @@ class Relu(Function):
     def backward(self, grad): return grad * self.positive
 
 
+class ReluSquared(Function):
+    """relu(a)², fused: one node and one saved array instead of relu's mask and square's two operands."""
+
+    def forward(self, a):
+        self.r = np.maximum(a, 0)
+        return self.r * self.r
+
+    def backward(self, grad):
+        return grad * (self.r + self.r)
+
+
 class Abs(Function):
     def forward(self, a):
         self.sign = np.sign(a)
@@ -259,6 +270,33 @@ class ScaledDotProductAttention(Function):
         dq, dk, dv = kernels.attention_backward(self.q, self.k, self.v, self.out, self.p, grad.swapaxes(1, 2),
                                                 self.scale)
         return dq.swapaxes(1, 2), dk.swapaxes(1, 2), dv.swapaxes(1, 2)
+
+
+class Rotary(Function):
+    """Rotary embedding of the halves (x1, x2) of the last dim: (x1 cos + x2 sin, x2 cos - x1 sin), fused.
+
+    cos and sin (broadcastable to x's halves) are constants: they get no gradient."""
+
+    def forward(self, x, cos, sin):
+        self.cos, self.sin = cos, sin
+        d = x.shape[-1] // 2
+        x1, x2 = x[..., :d], x[..., d:]
+        out = np.empty(x.shape, np.result_type(x, cos, sin))
+        np.multiply(x1, cos, out=out[..., :d])
+        out[..., :d] += x2 * sin
+        np.multiply(x2, cos, out=out[..., d:])
+        out[..., d:] -= x1 * sin
+        return out
+
+    def backward(self, grad):
+        d = grad.shape[-1] // 2
+        g1, g2 = grad[..., :d], grad[..., d:]
+        dx = np.empty(grad.shape, grad.dtype)
+        np.multiply(g1, self.cos, out=dx[..., :d])
+        dx[..., :d] -= g2 * self.sin
+        np.multiply(g2, self.cos, out=dx[..., d:])
+        dx[..., d:] += g1 * self.sin
+        return dx, None, None
 
 
 # ---- movement --------------------------------------------------------------------------------

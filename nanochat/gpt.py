@@ -72,11 +72,9 @@ def norm(x):
 
 def apply_rotary_emb(x, cos, sin):
     assert x.ndim == 4  # multihead attention: (B, T, H, D)
-    d = x.shape[3] // 2
-    x1, x2 = x[..., :d], x[..., d:]  # split the last dim into two halves
-    y1 = x1 * cos + x2 * sin  # rotate pairs of dims
-    y2 = x1 * (-sin) + x2 * cos
-    return minigrad.cat([y1, y2], 3)  # re-assemble
+    # split the last dim into halves x1, x2 and rotate pairs of dims: (x1 cos + x2 sin, x2 cos - x1 sin),
+    # as one fused node
+    return F.rotary(x, cos, sin)
 
 
 class CausalSelfAttention(nn.Module):
@@ -133,7 +131,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         x = self.c_fc(x)  # (B, T, C) -> (B, T, 4C)
-        x = F.relu(x).square()
+        x = F.relu_squared(x)  # relu(x).square(), one fused node
         return self.c_proj(x)  # (B, T, 4C) -> (B, T, C)
 
 

@@ -130,3 +130,49 @@ def test_split_gemm_matches_twin(shape_a, shape_b):
     np.testing.assert_allclose(out, K.matmul_reference(a, b), rtol=1e-5, atol=1e-4)
     for g, w in zip(got, K.matmul_backward_reference(a, b, grad)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-3)
+
+
+# ---------------------------------------------------------------- rotary, relu²
+
+def _rotary_composite(x, cos, sin):
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], -1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rotary_matches_torch_composite(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 3, 8)).astype(dtype)
+    cos, sin = rng.standard_normal((2, 1, 5, 1, 4)).astype(dtype)
+    mx = Tensor(x, requires_grad=True)
+    y = F.rotary(mx, Tensor(cos), Tensor(sin))
+    assert type(y._ctx).__name__ == "Rotary"
+    grad = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(grad)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = _rotary_composite(tx, torch.tensor(cos), torch.tensor(sin))
+    ty.backward(torch.tensor(grad))
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), **_tol(dtype))
+    np.testing.assert_allclose(mx.grad, tx.grad.numpy(), **_tol(dtype))
+
+
+def test_rotary_rejects_odd_dim():
+    with pytest.raises(ValueError, match="even"):
+        F.rotary(Tensor(np.ones((1, 3), np.float32)), Tensor(np.ones(1, np.float32)), Tensor(np.ones(1, np.float32)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_squared_matches_torch(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 7)).astype(dtype)
+    x[0, :3] = 0  # the kink: gradient 0 there, as torch's relu
+    mx = Tensor(x, requires_grad=True)
+    y = F.relu_squared(mx)
+    grad = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(grad)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = TF.relu(tx).square()
+    ty.backward(torch.tensor(grad))
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), **_tol(dtype))
+    np.testing.assert_allclose(mx.grad, tx.grad.numpy(), **_tol(dtype))

@@ -33,6 +33,15 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None):
 
 
 def relu(x): return x.relu()
+def relu_squared(x): return ops.ReluSquared.apply(x)  # relu(x).square() as one node
+
+
+def rotary(x, cos, sin):
+    """Rotary embedding over the last dim split in halves: (x1 cos + x2 sin, x2 cos - x1 sin), one node.
+    cos and sin (..., D/2) broadcast against x's halves and get no gradient."""
+    if x.shape[-1] % 2:
+        raise ValueError(f"rotary needs an even last dim, got {x.shape}")
+    return ops.Rotary.apply(x, cos, sin)
 def softmax(x, dim=-1): return x.softmax(dim)
 def log_softmax(x, dim=-1): return x.log_softmax(dim)
 
