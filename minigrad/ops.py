@@ -231,11 +231,13 @@ class LogSoftmax(Function):
 
 
 class CrossEntropy(Function):
-    """Fused log-softmax + negative log-likelihood over rows of logits (N, V)."""
+    """Fused log-softmax + negative log-likelihood over rows of logits (N, V), optionally of the
+    softcapped logits softcap * tanh(logits / softcap) (fused too)."""
 
-    def forward(self, logits, targets, ignore_index, reduction):
-        losses, self.lse = kernels.cross_entropy_forward(logits, targets, ignore_index)
+    def forward(self, logits, targets, ignore_index, reduction, softcap=None):
+        losses, self.lse = kernels.cross_entropy_forward(logits, targets, ignore_index, softcap)
         self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
+        self.softcap = softcap
         if reduction == "none":
             return losses
         if reduction == "sum":
@@ -252,7 +254,8 @@ class CrossEntropy(Function):
             row_grad = np.full(n, grad, dtype=self.logits.dtype)
         else:
             row_grad = np.full(n, grad / max(self.count, 1), dtype=self.logits.dtype)
-        return kernels.cross_entropy_backward(self.logits, self.targets, self.lse, row_grad, self.ignore_index)
+        return kernels.cross_entropy_backward(self.logits, self.targets, self.lse, row_grad, self.ignore_index,
+                                              self.softcap)
 
 
 class ScaledDotProductAttention(Function):

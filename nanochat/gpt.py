@@ -219,14 +219,14 @@ class GPT(nn.Module):
         # the lm_head, then the logit softcap
         softcap = self.config.softcap
         logits = self.lm_head(x)  # (B, T, C) -> (B, T, V)
-        logits = softcap * (logits / softcap).tanh()
         if targets is None:
-            return logits
+            return softcap * (logits / softcap).tanh()
         targets = _token_array(targets, "targets", self.config.vocab_size, allow_ignore=True)
         if targets.shape != idx.shape:
             raise ValueError(f"targets shape {targets.shape} differs from idx shape {idx.shape}")
+        # training: the softcap softcap * tanh(logits / softcap) is fused into the loss kernel
         return F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=-1,
-                               reduction=loss_reduction)
+                               reduction=loss_reduction, softcap=softcap)
 
     def generate(self, tokens, max_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
                  stop_tokens=(), num_samples=1):

@@ -176,3 +176,44 @@ def test_relu_squared_matches_torch(dtype):
     ty.backward(torch.tensor(grad))
     np.testing.assert_allclose(y.data, ty.detach().numpy(), **_tol(dtype))
     np.testing.assert_allclose(mx.grad, tx.grad.numpy(), **_tol(dtype))
+
+
+# ---------------------------------------------------------------- softcapped cross-entropy
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, v", [(6, 11), (300, 1000)])  # the second is big enough for the parallel driver
+def test_softcap_cross_entropy_matches_twin(dtype, n, v):
+    rng = np.random.default_rng(6)
+    logits = (rng.standard_normal((n, v)) * 20).astype(dtype)  # past the cap, where tanh bends
+    targets = rng.integers(0, v, n)
+    targets[::5] = -1
+    losses, lse = K.cross_entropy_forward(logits, targets, -1, softcap=15.0)
+    ref_losses, ref_lse = K.cross_entropy_forward_reference(logits, targets, -1, softcap=15.0)
+    np.testing.assert_allclose(losses, ref_losses, **_tol(dtype))
+    np.testing.assert_allclose(lse, ref_lse, **_tol(dtype))
+    grad_losses = rng.standard_normal(n).astype(dtype)
+    got = K.cross_entropy_backward(logits, targets, lse, grad_losses, -1, softcap=15.0)
+    want = K.cross_entropy_backward_reference(logits, targets, ref_lse, grad_losses, -1, softcap=15.0)
+    np.testing.assert_allclose(got, want, **_tol(dtype))
+    assert np.all(got[::5] == 0)
+
+
+def test_softcap_cross_entropy_matches_torch_composite():
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((9, 13)) * 20).astype(np.float32)
+    targets = rng.integers(0, 13, 9)
+    targets[2] = -1
+    ml = Tensor(logits, requires_grad=True)
+    loss = F.cross_entropy(ml, targets, ignore_index=-1, softcap=15.0)
+    loss.backward()
+    tl = torch.tensor(logits, requires_grad=True)
+    tloss = TF.cross_entropy(15.0 * torch.tanh(tl / 15.0), torch.tensor(targets), ignore_index=-1)
+    tloss.backward()
+    np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-5)
+    np.testing.assert_allclose(ml.grad, tl.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_softcap_must_be_positive(bad):
+    with pytest.raises(ValueError, match="softcap"):
+        K.cross_entropy_forward(np.ones((2, 3), np.float32), np.zeros(2, np.int64), softcap=bad)

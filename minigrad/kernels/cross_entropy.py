@@ -3,7 +3,9 @@
 The numba forward makes one sweep per row (max, exp into a row-sized scratch,
 sum, pick the target) and keeps only the row log-sum-exp for backward; no
 (N, V) log-softmax matrix is ever built. The backward writes
-g * (softmax - onehot) directly, without a one-hot matrix.
+g * (softmax - onehot) directly, without a one-hot matrix. An optional softcap
+(z = softcap * tanh(logits / softcap), nanochat's logit cap) is applied row by row inside
+both sweeps (backward recomputes tanh), so no (N, V) capped-logit or tanh arrays are kept.
 """
 import numpy as np
 from numba import njit, prange
@@ -31,9 +33,13 @@ def _check_ce(logits, targets, ignore_index):
         )
 
 
-def cross_entropy_forward_reference(logits, targets, ignore_index=-1):
-    """Per-row losses (0 on ignored rows) and the row log-sum-exp saved for backward."""
+def cross_entropy_forward_reference(logits, targets, ignore_index=-1, softcap=None):
+    """Per-row losses (0 on ignored rows) and the row log-sum-exp saved for backward. With a softcap,
+    the logits are first squashed to softcap * tanh(logits / softcap)."""
     _check_ce(logits, targets, ignore_index)
+    if softcap is not None:
+        cap = logits.dtype.type(softcap)
+        logits = cap * np.tanh(logits / cap)
     m = logits.max(axis=1)
     lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
     keep = targets != ignore_index
@@ -43,14 +49,22 @@ def cross_entropy_forward_reference(logits, targets, ignore_index=-1):
     return losses, lse
 
 
-def cross_entropy_backward_reference(logits, targets, lse, grad_losses, ignore_index=-1):
-    """grad_logits[i] = grad_losses[i] * (softmax(logits[i]) - onehot(targets[i])); ignored rows 0."""
+def cross_entropy_backward_reference(logits, targets, lse, grad_losses, ignore_index=-1, softcap=None):
+    """grad_logits[i] = grad_losses[i] * (softmax(logits[i]) - onehot(targets[i])); ignored rows 0.
+    With a softcap, through z = softcap * tanh(logits / softcap): times dz/dlogits = 1 - tanh²."""
     _check_ce(logits, targets, ignore_index)
     keep = targets != ignore_index
+    squash = None
+    if softcap is not None:
+        cap = logits.dtype.type(softcap)
+        t = np.tanh(logits / cap)
+        logits, squash = cap * t, 1 - t * t
     grad = np.exp(logits - lse[:, None])
     rows = np.flatnonzero(keep)
     grad[rows, targets[rows]] -= 1
     grad *= grad_losses.astype(logits.dtype)[:, None]
+    if squash is not None:
+        grad *= squash
     grad[~keep] = 0  # explicit zero: a NaN grad_loss or lse on an ignored row must not leak
     return grad
 
@@ -63,46 +77,69 @@ def _scaled_exp_shifted(x, shift, scale, out):
 
 
 @njit(cache=True)
-def _ce_forward_row(row, t, ignore_index, losses, lse, i):
-    m = row_max(row)
-    scratch = np.empty(row.shape[0], row.dtype)
-    _exp_shifted(row, m, scratch)
-    l = m + np.log(row_sum(scratch))
-    lse[i] = l
-    losses[i] = 0.0 if t == ignore_index else l - row[t]
+def _softcap_row(row, cap, out):
+    """out = cap * tanh(row / cap); cap <= 0 means no softcap (a copy)."""
+    if cap > 0:
+        inv = row.dtype.type(1.0) / cap
+        for j in range(row.shape[0]):
+            out[j] = cap * np.tanh(row[j] * inv)
+    else:
+        out[:] = row
 
 
 @njit(cache=True)
-def _ce_backward_row(row, t, lse, g, ignore_index, out):
+def _ce_forward_row(row, t, ignore_index, cap, losses, lse, i):
+    if cap > 0:  # squash into a row-sized scratch first: the (N, V) capped logits never exist
+        z = np.empty(row.shape[0], row.dtype)
+        _softcap_row(row, cap, z)
+    else:
+        z = row
+    m = row_max(z)
+    scratch = np.empty(row.shape[0], row.dtype)
+    _exp_shifted(z, m, scratch)
+    l = m + np.log(row_sum(scratch))
+    lse[i] = l
+    losses[i] = 0.0 if t == ignore_index else l - z[t]
+
+
+@njit(cache=True)
+def _ce_backward_row(row, t, lse, g, ignore_index, cap, out):
     if t == ignore_index:
         out[:] = 0
+    elif cap > 0:
+        inv = row.dtype.type(1.0) / cap
+        for j in range(row.shape[0]):
+            th = np.tanh(row[j] * inv)
+            out[j] = g * vexp(cap * th - lse) * (1 - th * th)
+        th = np.tanh(row[t] * inv)
+        out[t] -= g * (1 - th * th)
     else:
         _scaled_exp_shifted(row, lse, g, out)
         out[t] -= g
 
 
 @njit(cache=True)
-def _ce_forward_serial(logits, targets, ignore_index, losses, lse):
+def _ce_forward_serial(logits, targets, ignore_index, cap, losses, lse):
     for i in range(logits.shape[0]):
-        _ce_forward_row(logits[i], targets[i], ignore_index, losses, lse, i)
+        _ce_forward_row(logits[i], targets[i], ignore_index, cap, losses, lse, i)
 
 
 @njit(cache=True, parallel=True)
-def _ce_forward_parallel(logits, targets, ignore_index, losses, lse):
+def _ce_forward_parallel(logits, targets, ignore_index, cap, losses, lse):
     for i in prange(logits.shape[0]):
-        _ce_forward_row(logits[i], targets[i], ignore_index, losses, lse, i)
+        _ce_forward_row(logits[i], targets[i], ignore_index, cap, losses, lse, i)
 
 
 @njit(cache=True)
-def _ce_backward_serial(logits, targets, lse, grad_losses, ignore_index, out):
+def _ce_backward_serial(logits, targets, lse, grad_losses, ignore_index, cap, out):
     for i in range(logits.shape[0]):
-        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, out[i])
+        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, cap, out[i])
 
 
 @njit(cache=True, parallel=True)
-def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, out):
+def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, cap, out):
     for i in prange(logits.shape[0]):
-        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, out[i])
+        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, cap, out[i])
 
 
 def _prepare(logits, targets, ignore_index):
@@ -113,17 +150,24 @@ def _prepare(logits, targets, ignore_index):
     return as_rows(logits), np.ascontiguousarray(targets, dtype=np.int64)
 
 
-def cross_entropy_forward(logits, targets, ignore_index=-1):
+def _cap(softcap, dtype):
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be positive or None, got {softcap!r}")
+    return dtype.type(0 if softcap is None else softcap)
+
+
+def cross_entropy_forward(logits, targets, ignore_index=-1, softcap=None):
     """Numba twin of cross_entropy_forward_reference."""
     logits, targets = _prepare(logits, targets, ignore_index)
+    cap = _cap(softcap, logits.dtype)
     losses = np.empty(logits.shape[0], logits.dtype)
     lse = np.empty(logits.shape[0], logits.dtype)
     kernel = pick(_ce_forward_serial, _ce_forward_parallel, logits.size)
-    kernel(logits, targets, np.int64(ignore_index), losses, lse)
+    kernel(logits, targets, np.int64(ignore_index), cap, losses, lse)
     return losses, lse
 
 
-def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1):
+def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1, softcap=None):
     """Numba twin of cross_entropy_backward_reference."""
     logits, targets = _prepare(logits, targets, ignore_index)
     n = logits.shape[0]
@@ -134,7 +178,8 @@ def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1):
             f"cross_entropy_backward needs lse and grad_losses of shape ({n},), "
             f"got {lse.shape} and {grad_losses.shape}"
         )
+    cap = _cap(softcap, logits.dtype)
     out = np.empty(logits.shape, logits.dtype)
     kernel = pick(_ce_backward_serial, _ce_backward_parallel, logits.size)
-    kernel(logits, targets, lse, grad_losses, np.int64(ignore_index), out)
+    kernel(logits, targets, lse, grad_losses, np.int64(ignore_index), cap, out)
     return out

@@ -46,10 +46,11 @@ def softmax(x, dim=-1): return x.softmax(dim)
 def log_softmax(x, dim=-1): return x.log_softmax(dim)
 
 
-def cross_entropy(logits, targets, ignore_index=-1, reduction="mean"):
+def cross_entropy(logits, targets, ignore_index=-1, reduction="mean", softcap=None):
     """Fused cross-entropy of logits (N, C) against class indices (N,).
 
-    ignore_index defaults to -1 (nanochat's convention), not PyTorch's -100."""
+    ignore_index defaults to -1 (nanochat's convention), not PyTorch's -100. softcap (a minigrad
+    extension) takes the loss of softcap * tanh(logits / softcap), fused into the same kernel."""
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -58,7 +59,7 @@ def cross_entropy(logits, targets, ignore_index=-1, reduction="mean"):
     if not np.issubdtype(targets.dtype, np.integer):
         raise TypeError(f"targets must be integer class indices, got {targets.dtype}")
     return ops.CrossEntropy.apply(logits, targets=targets.astype(np.int64, copy=False),
-                                  ignore_index=ignore_index, reduction=reduction)
+                                  ignore_index=ignore_index, reduction=reduction, softcap=softcap)
 
 
 def dropout(x, p=0.5, training=True, generator=None):
