@@ -65,6 +65,19 @@ class MatMul(Function):
         return kernels.matmul_backward(self.a, self.b, grad)
 
 
+class Linear(Function):
+    """x (..., in) @ weight (out, in).T, fused: no transposed-weight node, and the weight's gradient
+    is computed in the weight's own (out, in) layout."""
+
+    def forward(self, x, weight):
+        self.x, self.weight = x, weight
+        return kernels.matmul(x, weight.T)
+
+    def backward(self, grad):
+        x2, g2 = self.x.reshape(-1, self.x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+        return kernels.matmul(grad, self.weight), kernels.matmul(g2.T, x2)
+
+
 class Where(Function):
     def forward(self, a, b, condition):
         self.condition = condition

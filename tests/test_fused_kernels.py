@@ -217,3 +217,45 @@ def test_softcap_cross_entropy_matches_torch_composite():
 def test_softcap_must_be_positive(bad):
     with pytest.raises(ValueError, match="softcap"):
         K.cross_entropy_forward(np.ones((2, 3), np.float32), np.zeros(2, np.int64), softcap=bad)
+
+
+# ---------------------------------------------------------------- linear
+
+@pytest.mark.parametrize("shape", [(2, 5, 6), (7, 6)])
+def test_linear_function_matches_torch(shape):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    mx, mw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    y = F.linear(mx, mw)
+    assert type(y._ctx).__name__ == "Linear"
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(grad)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = TF.linear(tx, tw)
+    ty.backward(torch.tensor(grad))
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mx.grad, tx.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mw.grad, tw.grad.numpy(), rtol=1e-5, atol=1e-5)
+    assert mw.grad.flags.c_contiguous
+
+
+
+def test_float32_tanh_in_kernels_matches_numpy():
+    from numba import njit
+
+    from minigrad.kernels.cross_entropy import vtanh
+
+    @njit
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i] = vtanh(x[i])
+
+    x = np.concatenate([np.linspace(-12, 12, 20001), [0.0, -0.0, 0.625, -0.625, 1e-8, 50, -50, 1e30, -np.inf,
+                                                      np.inf]]).astype(np.float32)
+    out = np.empty_like(x)
+    apply(x, out)
+    np.testing.assert_allclose(out, np.tanh(x), rtol=4e-7, atol=1e-7)
+    nan = np.array([np.nan], np.float32)
+    apply(nan, nan)
+    assert np.isnan(nan[0])

@@ -47,7 +47,8 @@ SPLIT_MIN_WORK = 1 << 22  # rows * cols * inner below which one thread does the 
 
 
 def _gemm(a, b):
-    """2-D a @ b, split by rows of the output over the GEMM pool when it is big enough."""
+    """2-D a @ b, split by rows of the output over the GEMM pool when it is big enough. (A product of
+    a few rows, a decoding step, stays on one thread: split by columns it measured 1.6-12x slower.)"""
     rows = a.shape[0]
     if _POOL is None or rows < 2 * 16 or rows * a.shape[1] * b.shape[1] < SPLIT_MIN_WORK:
         return np.matmul(a, b)

@@ -8,7 +8,10 @@ from minigrad.tensor import Tensor, where
 
 def linear(x, weight, bias=None):
     """x (..., in) @ weight (out, in).T + bias (out,) -> (..., out); weight in PyTorch's layout."""
-    out = x @ weight.T
+    if x.ndim >= 2 and weight.ndim == 2 and x.dtype == weight.dtype and x.shape[-1] == weight.shape[1]:
+        out = ops.Linear.apply(x, weight)  # one node: no transposed-weight view in the graph
+    else:
+        out = x @ weight.T
     return out + bias if bias is not None else out
 
 
