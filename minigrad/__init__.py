@@ -1,5 +1,5 @@
 """minigrad: a from-scratch reverse-mode autograd engine on NumPy, with numba kernels as its hot core."""
-from minigrad.tensor import Tensor, Function, no_grad, is_grad_enabled, cat, stack, where
+from minigrad.tensor import Tensor, Function, no_grad, enable_grad, is_grad_enabled, cat, stack, where
 from minigrad.creation import (tensor, zeros, ones, full, zeros_like, ones_like, arange, randn, rand,
                                manual_seed, default_generator)
 from minigrad.gradcheck import gradcheck, GradcheckError

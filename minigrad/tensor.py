@@ -14,6 +14,7 @@ _grad_enabled = True
 
 class no_grad:
     """Context manager and decorator: ops inside it record no graph."""
+    enabled = False
 
     def __new__(cls, fn=None):
         # bare @no_grad hands us the function itself; PyTorch accepts it as well as @no_grad()
@@ -24,7 +25,7 @@ class no_grad:
 
     def __enter__(self):
         global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, False
+        self._previous, _grad_enabled = _grad_enabled, self.enabled
 
     def __exit__(self, *exc):
         global _grad_enabled
@@ -33,9 +34,14 @@ class no_grad:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with type(self)():
                 return fn(*args, **kwargs)
         return wrapper
+
+
+class enable_grad(no_grad):
+    """Records the graph again inside a no_grad region, as torch.enable_grad does."""
+    enabled = True
 
 
 def is_grad_enabled():

@@ -13,7 +13,7 @@ from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import TrainingError, config_for_depth, fit, plot_losses
+from nanochat.train import TrainingError, check_unchanged_on_resume, config_for_depth, fit, plot_losses, resume
 
 # Training hyperparameters: on --resume the checkpoint's values win over these defaults, and
 # options given on the command line win over both.
@@ -23,6 +23,11 @@ TRAIN_DEFAULTS = dict(
     unembedding_lr=0.004, weight_decay=0.0, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
     clip=1.0, seed=0, val_fraction=0.1, eval_every=100, eval_batches=8, save_every=200,
 )
+
+
+# what fixes the model and the data stream: a resumed run must keep them
+FIXED_ON_RESUME = ("data", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
+                   "seq_len", "seed", "val_fraction")
 
 
 def add_train_args(p):
@@ -72,6 +77,7 @@ def cmd_train(args):
     model = meta = optimizer_state = None
     if args.resume:
         model, meta, optimizer_state = load_checkpoint(out)  # raises if there is nothing to resume
+        check_unchanged_on_resume(given, meta.get("train_args", {}), FIXED_ON_RESUME)
         hp = {**TRAIN_DEFAULTS, **meta.get("train_args", {}), **given}
     else:
         hp = {**TRAIN_DEFAULTS, **given}
@@ -79,6 +85,8 @@ def cmd_train(args):
             raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
                              "to continue them, or choose another --out")
     _check_train_args(hp)
+    if args.sample_tokens < 0:
+        raise ValueError(f"--sample-tokens must not be negative, got {args.sample_tokens}")
 
     text = load_text(hp["data"])
     reuse_tokenizer = (out / "tokenizer.json").exists()
@@ -107,15 +115,7 @@ def cmd_train(args):
     optimizers = model.setup_optimizers(hp["unembedding_lr"], hp["embedding_lr"], hp["matrix_lr"], hp["weight_decay"])
     start_step = 0
     if meta is not None:
-        for opt, state in zip(optimizers, optimizer_state):
-            # load_state_dict restores the saved groups' hyperparameters too; hp (the checkpoint's
-            # values overridden by the command line) built these groups, so theirs win
-            hyperparameters = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
-            opt.load_state_dict(state)
-            for group, values in zip(opt.param_groups, hyperparameters):
-                group.update(values)
-        loader.load_state_dict(meta["loader"])
-        start_step = meta["step"]
+        start_step = resume(optimizers, optimizer_state, loader, meta)
         print(f"resuming from step {start_step}")
     c = model.config
     print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
@@ -177,12 +177,22 @@ def _check_vocab(tokenizer, config):
 
 
 def _check_train_args(hp):
+    """Every option, before anything is written to disk."""
     for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
         if hp[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")
-    for name in ("eval_every", "save_every", "seed"):
-        if hp[name] < 0:
+    for name in ("eval_every", "save_every", "seed", "clip", "weight_decay", "matrix_lr", "embedding_lr",
+                 "unembedding_lr"):
+        if not hp[name] >= 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {hp[name]}")
+    for name in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):
+        if not 0 <= hp[name] <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {hp[name]}")
+    if hp["warmup_ratio"] + hp["warmdown_ratio"] > 1:
+        raise ValueError(f"--warmup-ratio + --warmdown-ratio must be at most 1, got "
+                         f"{hp['warmup_ratio'] + hp['warmdown_ratio']}")
+    if not 0 < hp["val_fraction"] < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {hp['val_fraction']}")
 
 
 def build_parser():

@@ -1,7 +1,7 @@
 """Inference machinery: the KV cache and next-token sampling."""
 import numpy as np
 
-from minigrad import Tensor
+from minigrad import Tensor, is_grad_enabled
 from minigrad.kernels import concat
 
 
@@ -26,6 +26,9 @@ class KVCache:
         self.pos = 0
 
     def insert_kv(self, layer_idx, k, v):
+        if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (k, v)):
+            # the cache stores plain arrays, so a gradient could not flow back through it
+            raise RuntimeError("the KV cache is for inference: run the forward under minigrad.no_grad()")
         k, v = (t.data if isinstance(t, Tensor) else t for t in (k, v))
         expected = (self.batch_size, self.n_kv_head, None, self.head_dim)
         if k.shape != v.shape or k.ndim != 4 or any(e is not None and e != n for e, n in zip(expected, k.shape)):

@@ -16,7 +16,7 @@ from nanochat import tasks
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.engine import Engine
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import fit
+from nanochat.train import check_unchanged_on_resume, fit, resume
 
 # On --resume the checkpoint's values win over these defaults; options given win over both.
 # The learning rates default to the pretraining run's, times lr_scale.
@@ -25,6 +25,8 @@ SFT_DEFAULTS = dict(
     matrix_lr=None, embedding_lr=None, unembedding_lr=None, weight_decay=0.0, warmdown_ratio=0.2,
     clip=1.0, seed=0, eval_every=500, save_every=500,
 )
+# what fixes the data stream: a resumed run must keep them
+FIXED_ON_RESUME = ("data", "tasks", "train_items", "eval_items", "batch_size", "seed")
 BASE_LRS = dict(matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004)
 
 
@@ -172,6 +174,7 @@ def cmd_sft(args):
     if args.resume:
         model, meta, optimizer_state = load_checkpoint(out)  # raises if there is nothing to resume
         tokenizer = Tokenizer.load(out)
+        check_unchanged_on_resume(given, meta.get("sft_args", {}), FIXED_ON_RESUME)
         hp = {**SFT_DEFAULTS, **meta.get("sft_args", {}), **given}
     else:
         if out.is_dir() and any(out.glob("meta_*.json")):
@@ -208,12 +211,10 @@ def cmd_sft(args):
                                         hp["matrix_lr"] * scale, hp["weight_decay"])
     start_step = 0
     if meta is not None:
-        for opt, state in zip(optimizers, optimizer_state):
-            opt.load_state_dict(state)
-        loader.load_state_dict(meta["loader"])
-        start_step = meta["step"]
+        start_step = resume(optimizers, optimizer_state, loader, meta)
         print(f"resuming from step {start_step}")
-    tokenizer.save(out)  # the output directory is a complete, loadable checkpoint on its own
+    if not (out / "tokenizer.json").exists():
+        tokenizer.save(out)  # the output directory is a complete, loadable checkpoint on its own
     print(f"sft: {len(rows):,} conversations, {hp['steps']} steps of {hp['batch_size']} -> {out}")
 
     fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step, clip=hp["clip"] or None,

@@ -17,6 +17,8 @@ import numpy as np
 import rustbpe
 import tiktoken
 
+from minigrad.serialization import write_atomic
+
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
@@ -215,12 +217,11 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         ranks = sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
-        with open(directory / RANKS_FILE, "w", encoding="ascii") as f:
-            for token, rank in ranks:
-                f.write(f"{base64.b64encode(token).decode('ascii')} {rank}\n")
+        lines = "".join(f"{base64.b64encode(token).decode('ascii')} {rank}\n" for token, rank in ranks)
         config = {"pattern": self.pattern, "special_tokens": self.special_tokens}
-        with open(directory / CONFIG_FILE, "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
+        # ranks first, config last: load reads the config's presence as "a tokenizer is here"
+        write_atomic(directory / RANKS_FILE, lines.encode("ascii"))
+        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2).encode("utf-8"))
 
     @classmethod
     def load(cls, directory):

@@ -37,6 +37,29 @@ def config_for_depth(depth, vocab_size, sequence_len, n_layer=None, n_embd=None,
                      n_head=n_head, n_kv_head=n_head if n_kv_head is None else n_kv_head, n_embd=n_embd)
 
 
+def resume(optimizers, optimizer_state, loader, meta):
+    """Restore the optimizers' and the loader's state from a checkpoint; returns the step to go on
+    from. The optimizers were built from this run's hyperparameters, and those win over the saved
+    ones (load_state_dict would otherwise bring back the old learning rates)."""
+    if not isinstance(optimizer_state, list) or len(optimizer_state) != len(optimizers):
+        raise ValueError("the checkpoint holds no state for this run's optimizers, so it cannot be resumed")
+    for opt, state in zip(optimizers, optimizer_state):
+        hyperparameters = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+        opt.load_state_dict(state)
+        for group, values in zip(opt.param_groups, hyperparameters):
+            group.update(values)
+    loader.load_state_dict(meta["loader"])
+    return meta["step"]
+
+
+def check_unchanged_on_resume(given, saved, names):
+    """Options that fix the model or the data stream cannot change when a run resumes."""
+    for name in names:
+        if name in given and given[name] != saved.get(name):
+            raise ValueError(f"--{name.replace('_', '-')} cannot change on --resume (the checkpoint's run used "
+                             f"{saved.get(name)!r}); start a new run in another --out instead")
+
+
 def find_nonfinite(loss, model):
     """Name of the first non-finite thing in a step: 'loss' or a parameter's gradient, else None."""
     if not np.isfinite(loss):
@@ -79,7 +102,7 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                         meta={**meta, "loader": loader.state_dict()})
 
     bar = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps, dynamic_ncols=True)
-    with stop, open(log_path, "a") as log:
+    with bar, stop, open(log_path, "a") as log:
         for step in bar:
             t0 = time.perf_counter()
             multiplier = lr_multiplier(step, steps, warmup_ratio, warmdown_ratio, final_lr_frac)
@@ -136,7 +159,6 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
             if stop.requested:
                 bar.write(f"interrupted: saved a checkpoint at step {step + 1} in {out}")
                 break
-    bar.close()
     return records
 
 
@@ -173,8 +195,14 @@ def _truncate_log(log_path, start_step):
     """On resume, drop log lines past the checkpoint, so the log reads as one uninterrupted run."""
     if not log_path.exists():
         return
-    keep = [line for line in log_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= start_step]
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a killed run, after the last checkpoint
+            continue
+        if record["step"] <= start_step:
+            keep.append(line)
     log_path.write_text("".join(line + "\n" for line in keep))
 
 

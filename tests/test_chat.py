@@ -28,7 +28,11 @@ def model(tok):
     """An untrained GPT whose replies are one line of visible text: random logits for tokens of
     printable ASCII (not all spaces), zero for the rest, which then never reach the top 50."""
     m = GPT(GPTConfig(sequence_len=SEQ_LEN, vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_kv_head=1, n_embd=32))
-    weight = np.random.default_rng(0).normal(0, 1.0, m.lm_head.weight.shape)
+    rng = np.random.default_rng(0)
+    for name, p in m.named_parameters():  # non-zero blocks, so attention (and the cache) shape every reply
+        if name.startswith("transformer.h."):
+            p.data[...] = rng.normal(0, 0.3, p.shape)
+    weight = rng.normal(0, 1.0, m.lm_head.weight.shape)
     for token in range(tok.vocab_size):
         text = tok.decode_bytes([token])
         if token in tok.special_tokens.values() or not (text.strip() and all(32 <= b < 127 for b in text)):
@@ -145,3 +149,18 @@ def test_bad_arguments_give_one_line_errors(checkpoint, capsys, args, message):
     assert main(["chat", "--checkpoint", str(checkpoint), "-p", "hi", *args]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_engine_greedy_reply_equals_uncached_argmax(tok, model):
+    """Chat decodes through the KV cache; re-running the whole sequence without one must agree."""
+    engine = Engine(model, tok)
+    messages = [_user("What is 2 + 2?")]
+    reply = list(engine.chat(messages, max_tokens=8, temperature=0))
+    ids = tok.render_for_completion({"messages": messages})
+    expected = []
+    for _ in range(8):
+        token = int(np.argmax(model(np.array([ids + expected])).data[0, -1]))
+        if token in engine.stop_tokens:
+            break
+        expected.append(token)
+    assert reply == expected and len(reply) > 1

@@ -210,6 +210,43 @@ def test_resume_options_given_on_command_line_win_over_checkpoint(tmp_path, run_
     assert meta["train_args"]["unembedding_lr"] == 0.008
 
 
+@pytest.mark.parametrize("option, value", [("--depth", 4), ("--n-embd", 64), ("--seed", 5), ("--batch-size", 2),
+                                           ("--seq-len", 16), ("--vocab-size", 280)])
+def test_resume_refuses_options_that_fix_the_model_or_data(tmp_path, run_a, option, value):
+    out = copy_run(run_a, tmp_path / "c")
+    drop_checkpoints_after(out, SAVE_EVERY)
+    before = sorted(p.name for p in out.iterdir())
+    rc, _, stderr = run_cli(["train", "--out", out, "--resume", option, value])
+    assert_one_line_error(rc, stderr, "train", f"{option} cannot change on --resume")
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_resume_without_optimizer_state_is_one_line_error(tmp_path, run_a, data_file):
+    from nanochat.checkpoint import save_checkpoint
+    out = tmp_path / "weights_only"
+    model, meta, _ = load_checkpoint(run_a["out"])
+    save_checkpoint(out, model, 3, meta={"train_args": meta["train_args"], "loader": meta["loader"]})
+    shutil.copy(run_a["out"] / "tokenizer.json", out)
+    shutil.copy(run_a["out"] / "tokenizer.tiktoken", out)
+    rc, _, stderr = run_cli(["train", "--out", out, "--resume"])
+    assert_one_line_error(rc, stderr, "train", "holds no state for this run's optimizers")
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--clip", "-1"], "--clip must not be negative, got -1.0"),
+    (["--matrix-lr", "-0.1"], "--matrix-lr must not be negative"),
+    (["--warmup-ratio", "0.9"], "--warmup-ratio + --warmdown-ratio must be at most 1"),
+    (["--warmdown-ratio", "1.5"], "--warmdown-ratio must be in [0, 1]"),
+    (["--val-fraction", "0"], "--val-fraction must be in (0, 1)"),
+    (["--sample-tokens", "-5"], "--sample-tokens must not be negative"),
+])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, data_file, extra, fragment):
+    out = tmp_path / "out"
+    rc, _, stderr = run_cli(["train", "--data", data_file, "--out", out, *TINY, "--steps", 2, *extra])
+    assert_one_line_error(rc, stderr, "train", fragment)
+    assert not out.exists()
+
+
 # ---- Ctrl-C -------------------------------------------------------------------------------------
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_file):

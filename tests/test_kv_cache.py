@@ -5,12 +5,27 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import minigrad
 from minigrad import Tensor
 from nanochat.engine import KVCache
 from nanochat.gpt import GPT, GPTConfig, apply_rotary_emb, precompute_rotary_embeddings
 
 ATOL = 1e-5
 T_SEQ = 13  # longer than sequence_len: decoding past the training length uses the 10x rotary table
+
+
+@pytest.fixture(autouse=True)
+def inference_mode():
+    """The cache is for inference: every forward here runs as generate runs it, under no_grad."""
+    with minigrad.no_grad():
+        yield
+
+
+def test_cache_refuses_to_record_a_graph():
+    model = model_with(2)
+    with minigrad.enable_grad():
+        with pytest.raises(RuntimeError, match="no_grad"):
+            model(batch()[:, :4], kv_cache=new_cache(model, 2))
 
 
 @functools.lru_cache(maxsize=None)

@@ -274,3 +274,11 @@ def test_clip_grad_norm_skips_missing_grads_and_accepts_single_tensor():
     assert clip_grad_norm_([p, q], 1.0) == pytest.approx(5.0)
     np.testing.assert_allclose(p.grad, [0.6, 0.8], rtol=1e-5)
     assert clip_grad_norm_(q, 1.0) == 0.0
+
+
+def test_clip_grad_norm_refuses_a_negative_bound():
+    p = Parameter(np.ones(3, np.float32))
+    p.grad = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="max_norm must be non-negative"):
+        clip_grad_norm_([p], -1.0)
+    assert np.array_equal(p.grad, np.ones(3, np.float32))

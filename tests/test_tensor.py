@@ -444,3 +444,21 @@ def test_gradcheck_leaves_inputs_unchanged():
     before = a.copy()
     gradcheck(lambda t: t.tanh(), [Tensor(a, requires_grad=True)])
     np.testing.assert_array_equal(a, before)
+
+
+def test_enable_grad_records_inside_no_grad():
+    x = mg.ones(2, requires_grad=True)
+    with mg.no_grad():
+        assert (x * 2)._ctx is None
+        with mg.enable_grad():
+            y = x * 2
+            assert mg.is_grad_enabled() and y.requires_grad
+        assert not mg.is_grad_enabled()
+    y.sum().backward()
+    assert np.array_equal(x.grad, [2.0, 2.0])
+
+    @mg.enable_grad
+    def doubled(t):
+        return t * 2
+    with mg.no_grad():
+        assert doubled(x).requires_grad

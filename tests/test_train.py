@@ -13,7 +13,7 @@ from minigrad.tensor import Function
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.dataloader import DataLoader
 from nanochat.gpt import GPT, GPTConfig
-from nanochat.train import TrainingError, config_for_depth, evaluate, find_nonfinite, fit
+from nanochat.train import TrainingError, config_for_depth, evaluate, find_nonfinite, fit, resume
 
 CFG = GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
 
@@ -276,3 +276,36 @@ def test_config_for_depth_explicit_sizes_win():
     assert (c.n_embd, c.n_head, c.n_kv_head) == (128, 4, 4)
     with pytest.raises(ValueError, match="depth must be positive"):
         config_for_depth(0, 300, 32)
+
+
+def test_resume_restores_moments_but_keeps_this_runs_learning_rates():
+    model, optimizers, _ = setup()
+    idx = np.arange(16).reshape(2, 8) % model.config.vocab_size
+    model(idx, targets=idx).backward()
+    for opt in optimizers:
+        opt.step()
+    saved = [opt.state_dict() for opt in optimizers]
+    fresh_model = GPT(model.config)
+    fresh = fresh_model.setup_optimizers(unembedding_lr=0.5, embedding_lr=0.5, matrix_lr=0.5)
+    loader = DataLoader(np.arange(200) % model.config.vocab_size, 2, 8, seed=0)
+    step = resume(fresh, saved, loader, {"step": 7, "loader": {"epoch": 1, "position": 2, "seed": 0}})
+    assert step == 7 and loader.state_dict() == {"epoch": 1, "position": 2, "seed": 0}
+    assert fresh[1].param_groups[0]["lr"] == 0.5 and fresh[1].param_groups[0]["initial_lr"] == 0.5
+    for opt, state in zip(fresh, saved):
+        restored = opt.state_dict()["state"]
+        for i, entries in state["state"].items():
+            for name, value in entries.items():
+                if isinstance(value, np.ndarray):
+                    assert np.array_equal(restored[i][name], value)
+    with pytest.raises(ValueError, match="no state for this run's optimizers"):
+        resume(fresh, None, loader, {"step": 1, "loader": loader.state_dict()})
+    with pytest.raises(ValueError, match="no state for this run's optimizers"):
+        resume(fresh, saved[:1], loader, {"step": 1, "loader": loader.state_dict()})
+
+
+def test_a_log_line_cut_short_by_a_killed_run_is_dropped_on_resume(tmp_path):
+    from nanochat.train import _truncate_log
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    _truncate_log(log, 2)
+    assert log.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'

@@ -24,6 +24,8 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     max_norm, norm_type = float(max_norm), float(norm_type)
     if not norm_type > 0:
         raise ValueError(f"norm_type must be positive, got {norm_type}")
+    if not max_norm >= 0:  # a negative bound would flip every gradient's sign
+        raise ValueError(f"max_norm must be non-negative, got {max_norm}")
     grads = _grads(parameters)
     if not grads:
         return 0.0
