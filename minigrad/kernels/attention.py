@@ -11,12 +11,16 @@ torch (each sync waits for a time slice). Here each thread owns whole heads, ski
 half of the causal scores, and the mask, scale and softmax happen in the same sweep. The forward
 keeps the probabilities P (B, H, Tq, Tk) for backward (as PyTorch's CPU math path does).
 """
+import importlib
+
 import numpy as np
 from numba import njit, prange
 
 from .softmax import check_float, vexp
 
-PARALLEL_MIN_WORK = 1 << 17  # Tq * Tk * D * heads below which a prange launch costs more than it saves
+matmul_module = importlib.import_module(__package__ + ".matmul")  # its GEMM thread pool
+
+PARALLEL_MIN_WORK = 1 << 17  # score elements below which a prange launch costs more than it saves
 
 
 def attention_forward_reference(q, k, v, scale, offset):
@@ -50,92 +54,61 @@ def attention_backward_reference(q, k, v, out, p, grad, scale):
     return dq.transpose(0, 2, 1, 3), group(dk), group(dv)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot(x, y):
-    s = x.dtype.type(0.0)
-    for d in range(x.shape[0]):
-        s += x[d] * y[d]
-    return s
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _axpy(a, x, y):
-    for d in range(x.shape[0]):
-        y[d] += a * x[d]
-
-
 @njit(cache=True)
-def _forward_head(q, k, v, scale, offset, p, out, bh):
-    B, Tq, H, D = q.shape
-    Tk, Hk = k.shape[1], k.shape[2]
-    b, h = bh // H, bh % H
-    hk = h // (H // Hk)
+def _softmax_rows(s, scale, offset, bh):
+    """In place on the scores s (BH, Tq, Tk) of one (batch, head) pair: scale, mask keys j > i + offset,
+    softmax (masked entries become exact zeros)."""
+    Tq, Tk = s.shape[1], s.shape[2]
     for i in range(Tq):
+        row = s[bh, i]
         n = min(Tk, i + offset + 1)
-        row = p[b, h, i]
-        qi = q[b, i, h]
         m = row.dtype.type(-np.inf)
         for j in range(n):
-            s = _dot(qi, k[b, j, hk]) * scale
-            row[j] = s
-            m = s if s > m else m
+            row[j] *= scale
+            m = row[j] if row[j] > m else m
         total = 0.0
         for j in range(n):
             e = vexp(row[j] - m)
             row[j] = e
             total += e
         inv = row.dtype.type(1.0 / total)
-        oi = out[b, i, h]
-        oi[:] = 0
         for j in range(n):
             row[j] *= inv
-            _axpy(row[j], v[b, j, hk], oi)
         row[n:] = 0
 
 
 @njit(cache=True)
-def _backward_head(q, k, v, out, p, grad, scale, dq, dk, dv, bh):
-    # dk, dv are (B, Tk, H, D): one slot per query head, summed over each kv group by the caller
-    B, Tq, H, D = q.shape
-    Tk, Hk = k.shape[1], k.shape[2]
-    b, h = bh // H, bh % H
-    hk = h // (H // Hk)
-    for i in range(Tq):
-        row = p[b, h, i]
-        gi, qi, dqi = grad[b, i, h], q[b, i, h], dq[b, i, h]
-        delta = _dot(gi, out[b, i, h])
-        for j in range(Tk):
-            pj = row[j]
-            if pj == 0:  # masked (or underflowed): contributes nothing anywhere
-                continue
-            ds = pj * (_dot(gi, v[b, j, hk]) - delta) * scale
-            _axpy(ds, k[b, j, hk], dqi)
-            _axpy(ds, qi, dk[b, j, h])
-            _axpy(pj, gi, dv[b, j, h])
+def _softmax_backward_rows(p, dp, delta, scale, bh):
+    """In place: dp <- p * (dp - delta) * scale, the gradient of the scaled scores of one pair."""
+    for i in range(p.shape[1]):
+        d = delta[bh, i]
+        prow, drow = p[bh, i], dp[bh, i]
+        for j in range(p.shape[2]):
+            drow[j] = prow[j] * (drow[j] - d) * scale
 
 
 @njit(cache=True)
-def _forward_serial(q, k, v, scale, offset, p, out):
-    for bh in range(q.shape[0] * q.shape[2]):
-        _forward_head(q, k, v, scale, offset, p, out, bh)
+def _softmax_serial(s, scale, offset):
+    for bh in range(s.shape[0]):
+        _softmax_rows(s, scale, offset, bh)
 
 
 @njit(cache=True, parallel=True)
-def _forward_parallel(q, k, v, scale, offset, p, out):
-    for bh in prange(q.shape[0] * q.shape[2]):
-        _forward_head(q, k, v, scale, offset, p, out, bh)
+def _softmax_parallel(s, scale, offset):
+    for bh in prange(s.shape[0]):
+        _softmax_rows(s, scale, offset, bh)
 
 
 @njit(cache=True)
-def _backward_serial(q, k, v, out, p, grad, scale, dq, dk, dv):
-    for bh in range(q.shape[0] * q.shape[2]):
-        _backward_head(q, k, v, out, p, grad, scale, dq, dk, dv, bh)
+def _softmax_backward_serial(p, dp, delta, scale):
+    for bh in range(p.shape[0]):
+        _softmax_backward_rows(p, dp, delta, scale, bh)
 
 
 @njit(cache=True, parallel=True)
-def _backward_parallel(q, k, v, out, p, grad, scale, dq, dk, dv):
-    for bh in prange(q.shape[0] * q.shape[2]):
-        _backward_head(q, k, v, out, p, grad, scale, dq, dk, dv, bh)
+def _softmax_backward_parallel(p, dp, delta, scale):
+    for bh in prange(p.shape[0]):
+        _softmax_backward_rows(p, dp, delta, scale, bh)
 
 
 def _check(q, k, v):
@@ -148,36 +121,63 @@ def _check(q, k, v):
         raise ValueError(f"attention shapes do not fit: q {q.shape}, k {k.shape}, v {v.shape}")
 
 
-def _parallel(q, k):
+def _parallel(n_elements):
     import numba
-    work = q.shape[0] * q.shape[2] * q.shape[1] * k.shape[1] * q.shape[3]
-    return work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+    return n_elements >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+
+
+def _heads(x, hk):
+    """(B, T, H, D) -> (B, Hk, H/Hk, T, D) view: the query heads grouped under their key/value head."""
+    B, T, H, D = x.shape
+    return x.reshape(B, T, hk, H // hk, D).transpose(0, 2, 3, 1, 4)
+
+
+def _bmm(a, b):
+    """Batched a @ b (broadcast batch dims), the batch split over the GEMM pool's single-threaded BLAS
+    (np.matmul with multithreaded OpenBLAS synchronises once per small matrix)."""
+    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
+    a, b = np.broadcast_to(a, out.shape[:-2] + a.shape[-2:]), np.broadcast_to(b, out.shape[:-2] + b.shape[-2:])
+    n = out.shape[0]
+    if matmul_module._POOL is None or n < 2 or out.size * a.shape[-1] < matmul_module.SPLIT_MIN_WORK:
+        return np.matmul(a, b, out=out)
+    bounds = np.linspace(0, n, min(n, matmul_module.GEMM_THREADS) + 1).astype(int)
+    jobs = [matmul_module._POOL.submit(np.matmul, a[s:e], b[s:e], out=out[s:e])
+            for s, e in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
+    return out
 
 
 def attention_forward(q, k, v, scale, offset):
-    """Numba twin of attention_forward_reference."""
+    """Fast twin of attention_forward_reference: two batched GEMMs around a fused scale/mask/softmax."""
     _check(q, k, v)
-    q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
     B, Tq, H, D = q.shape
-    out = np.empty_like(q)
-    p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
-    kernel = _forward_parallel if _parallel(q, k) else _forward_serial
-    kernel(q, k, v, q.dtype.type(scale), np.int64(offset), p, out)
-    return out, p
+    Tk, Hk = k.shape[1], k.shape[2]
+    qg = _heads(q, Hk)  # (B, Hk, G, Tq, D)
+    kg, vg = (x.transpose(0, 2, 1, 3)[:, :, None] for x in (k, v))  # (B, Hk, 1, Tk, D)
+    s = _bmm(qg, kg.swapaxes(-1, -2))  # (B, Hk, G, Tq, Tk) scores
+    rows = s.reshape(B * H, Tq, Tk)
+    kernel = _softmax_parallel if _parallel(s.size) else _softmax_serial
+    kernel(rows, q.dtype.type(scale), np.int64(offset))
+    out = _bmm(s, vg)  # (B, Hk, G, Tq, D)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2, 4)).reshape(B, Tq, H, D), s.reshape(B, H, Tq, Tk)
 
 
 def attention_backward(q, k, v, out, p, grad, scale):
-    """Numba twin of attention_backward_reference."""
+    """Fast twin of attention_backward_reference: five batched GEMMs and a fused softmax backward."""
     _check(q, k, v)
-    q, k, v, out, p, grad = (np.ascontiguousarray(x) for x in (q, k, v, out, p, grad))
     B, Tq, H, D = q.shape
     Tk, Hk = k.shape[1], k.shape[2]
-    dq = np.zeros_like(q)
-    dk = np.zeros((B, Tk, H, D), q.dtype)
-    dv = np.zeros((B, Tk, H, D), q.dtype)
-    kernel = _backward_parallel if _parallel(q, k) else _backward_serial
-    kernel(q, k, v, out, p, grad, q.dtype.type(scale), dq, dk, dv)
-    if Hk != H:
-        dk = dk.reshape(B, Tk, Hk, H // Hk, D).sum(3)
-        dv = dv.reshape(B, Tk, Hk, H // Hk, D).sum(3)
-    return dq, dk, dv
+    G = H // Hk
+    pg = p.reshape(B, Hk, G, Tq, Tk)
+    gg, qg = _heads(grad, Hk), _heads(q, Hk)
+    kg, vg = (x.transpose(0, 2, 1, 3)[:, :, None] for x in (k, v))
+    dv = _bmm(pg.swapaxes(-1, -2), gg).sum(2)  # (B, Hk, Tk, D)
+    dp = _bmm(gg, vg.swapaxes(-1, -2))  # (B, Hk, G, Tq, Tk)
+    delta = np.einsum("bthd,bthd->bht", grad, out).reshape(B * H, Tq)
+    kernel = _softmax_backward_parallel if _parallel(dp.size) else _softmax_backward_serial
+    kernel(p.reshape(B * H, Tq, Tk), dp.reshape(B * H, Tq, Tk), np.ascontiguousarray(delta), q.dtype.type(scale))
+    dq = _bmm(dp, kg)  # (B, Hk, G, Tq, D)
+    dk = _bmm(dp.swapaxes(-1, -2), qg).sum(2)  # (B, Hk, Tk, D)
+    return (np.ascontiguousarray(dq.transpose(0, 3, 1, 2, 4)).reshape(B, Tq, H, D),
+            np.ascontiguousarray(dk.transpose(0, 2, 1, 3)), np.ascontiguousarray(dv.transpose(0, 2, 1, 3)))
