@@ -5,7 +5,6 @@ and ends at <|assistant_end|> or the model's context limit, and the oldest excha
 when the context is full. `-p PROMPT` answers one message and exits; with stdin from a pipe each
 line is a user message. Ctrl-C or Ctrl-D ends the session with exit status 0.
 """
-import codecs
 import sys
 
 import numpy as np
@@ -79,17 +78,18 @@ def cmd_chat(args):
     return 0
 
 
-def stream_reply(engine, messages, **sampling):
-    """Print the reply as it is generated and return its text; bytes of a split UTF-8 character
-    wait for the rest."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pieces = []
-    for token in engine.chat(messages, **sampling):
-        piece = decoder.decode(engine.tokenizer.decode_bytes([token]))
-        pieces.append(piece)
+def print_stream(pieces):
+    """Write text pieces as they come, then a newline; returns the whole text."""
+    text = []
+    for piece in pieces:
+        text.append(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
-    pieces.append(decoder.decode(b"", final=True))
-    sys.stdout.write(pieces[-1] + "\n")
+    sys.stdout.write("\n")
     sys.stdout.flush()
-    return "".join(pieces)
+    return "".join(text)
+
+
+def stream_reply(engine, messages, **sampling):
+    """Print the reply as it is generated and return its text."""
+    return print_stream(engine.tokenizer.decode_stream(engine.chat(messages, **sampling)))

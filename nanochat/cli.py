@@ -2,13 +2,13 @@
 
 Bad input ends with a one-line error and exit status 1, never a traceback."""
 import argparse
-import codecs
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from nanochat import chat_cli, sft
+from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
@@ -147,12 +147,8 @@ def unigram_loss(train_tokens, val_tokens):
 
 
 def stream_sample(model, tokenizer, prompt_ids, max_tokens, **sampling):
-    """Print the continuation as it is generated; bytes of a split UTF-8 character wait for the rest."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for token in model.generate(prompt_ids, max_tokens, **sampling):
-        sys.stdout.write(decoder.decode(tokenizer.decode_bytes([token])))
-        sys.stdout.flush()
-    sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    """Print the continuation as it is generated."""
+    print_stream(tokenizer.decode_stream(model.generate(prompt_ids, max_tokens, **sampling)))
 
 
 def load_model_and_tokenizer(directory, step=None):

@@ -8,6 +8,7 @@ tokenizer is a tiktoken rank file plus a small JSON file; nothing is pickled.
 
 import base64
 import binascii
+import codecs
 import copy
 import json
 import os
@@ -147,6 +148,18 @@ class Tokenizer:
     def decode(self, ids):
         """Decode to text; a partial UTF-8 sequence becomes U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_stream(self, ids):
+        """Yield text as the ids arrive (from a generator, say); the bytes of a character split
+        across tokens wait for the rest, so the pieces join to exactly decode(ids)."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in ids:
+            piece = decoder.decode(self.decode_bytes([token]))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
 
     def id_to_token(self, token_id):
         return self.enc.decode_single_token_bytes(int(token_id))

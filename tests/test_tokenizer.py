@@ -159,3 +159,20 @@ def test_encode_errors(tok):
         tok.encode("x", append=tok.vocab_size)
     with pytest.raises(TypeError, match="str"):
         tok.encode(b"bytes")
+
+
+@given(st.text(max_size=60))
+@settings(deadline=None, max_examples=60)
+def test_decode_stream_pieces_join_to_decode(tok, text):
+    ids = tok.encode(text)
+    pieces = list(tok.decode_stream(iter(ids)))
+    assert "".join(pieces) == tok.decode(ids) == text
+    assert all(pieces)  # no empty writes
+
+
+def test_decode_stream_holds_a_split_character_until_it_is_complete(tok):
+    ids = tok.encode_bytes("é".encode())  # one character, two bytes
+    split = tok.encode_bytes(b"\xc3") + tok.encode_bytes(b"\xa9")
+    assert list(tok.decode_stream(split)) == ["é"]
+    assert list(tok.decode_stream(tok.encode_bytes(b"\xc3"))) == ["\ufffd"]  # an unfinished character at the end
+    assert list(tok.decode_stream(ids)) == ["é"]
