@@ -248,7 +248,9 @@ class CrossEntropy(Function):
     softcapped logits softcap * tanh(logits / softcap) (fused too)."""
 
     def forward(self, logits, targets, ignore_index, reduction, softcap=None):
-        losses, self.lse = kernels.cross_entropy_forward(logits, targets, ignore_index, softcap)
+        # with a softcap, keep the capped logits: backward then needs no second tanh sweep
+        self.capped = None if softcap is None else np.empty(logits.shape, logits.dtype)
+        losses, self.lse = kernels.cross_entropy_forward(logits, targets, ignore_index, softcap, self.capped)
         self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
         self.softcap = softcap
         if reduction == "none":
@@ -268,7 +270,7 @@ class CrossEntropy(Function):
         else:
             row_grad = np.full(n, grad / max(self.count, 1), dtype=self.logits.dtype)
         return kernels.cross_entropy_backward(self.logits, self.targets, self.lse, row_grad, self.ignore_index,
-                                              self.softcap)
+                                              self.softcap, self.capped)
 
 
 class ScaledDotProductAttention(Function):

@@ -196,6 +196,19 @@ def test_softcap_cross_entropy_matches_twin(dtype, n, v):
     want = K.cross_entropy_backward_reference(logits, targets, ref_lse, grad_losses, -1, softcap=15.0)
     np.testing.assert_allclose(got, want, **_tol(dtype))
     assert np.all(got[::5] == 0)
+    # keeping the capped logits in the forward gives the same loss and a backward without tanh
+    capped = np.empty_like(logits)
+    kept_losses, kept_lse = K.cross_entropy_forward(logits, targets, -1, softcap=15.0, capped_out=capped)
+    np.testing.assert_array_equal(kept_losses, losses)
+    np.testing.assert_allclose(capped, dtype(15.0) * np.tanh(logits / dtype(15.0)), **_tol(dtype))
+    kept = K.cross_entropy_backward(logits, targets, kept_lse, grad_losses, -1, softcap=15.0, capped=capped)
+    np.testing.assert_allclose(kept, want, **_tol(dtype))
+
+
+def test_capped_array_must_fit():
+    logits = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="capped"):
+        K.cross_entropy_forward(logits, np.zeros(2, np.int64), softcap=15.0, capped_out=np.empty((3, 2), np.float32))
 
 
 def test_softcap_cross_entropy_matches_torch_composite():
