@@ -150,11 +150,13 @@ class ReluSquared(Function):
     """relu(a)², fused: one node and one saved array instead of relu's mask and square's two operands."""
 
     def forward(self, a):
-        self.r = np.maximum(a, 0)
-        return self.r * self.r
+        self.fused = a.dtype in (np.float32, np.float64)  # the kernels' dtypes; others take the twin
+        self.a = a
+        return (kernels.relu_squared if self.fused else kernels.relu_squared_reference)(a)
 
     def backward(self, grad):
-        return grad * (self.r + self.r)
+        return (kernels.relu_squared_backward if self.fused else kernels.relu_squared_backward_reference)(
+            self.a, grad)
 
 
 class Abs(Function):
@@ -299,24 +301,11 @@ class Rotary(Function):
 
     def forward(self, x, cos, sin):
         self.cos, self.sin = cos, sin
-        d = x.shape[-1] // 2
-        x1, x2 = x[..., :d], x[..., d:]
-        out = np.empty(x.shape, np.result_type(x, cos, sin))
-        np.multiply(x1, cos, out=out[..., :d])
-        out[..., :d] += x2 * sin
-        np.multiply(x2, cos, out=out[..., d:])
-        out[..., d:] -= x1 * sin
-        return out
+        return kernels.rotary(x, cos, sin)
 
     def backward(self, grad):
-        d = grad.shape[-1] // 2
-        g1, g2 = grad[..., :d], grad[..., d:]
-        dx = np.empty(grad.shape, grad.dtype)
-        np.multiply(g1, self.cos, out=dx[..., :d])
-        dx[..., :d] -= g2 * self.sin
-        np.multiply(g2, self.cos, out=dx[..., d:])
-        dx[..., d:] += g1 * self.sin
-        return dx, None, None
+        # the transpose of a rotation by theta is the rotation by -theta
+        return kernels.rotary(grad, self.cos, -self.sin), None, None
 
 
 # ---- movement --------------------------------------------------------------------------------

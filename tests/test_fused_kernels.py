@@ -306,3 +306,36 @@ def test_rms_norm_twin_matches_torch():
     out, rstd = K.rms_norm_reference(x, eps)
     np.testing.assert_allclose(out, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(K.rms_norm_backward_reference(out, rstd, grad), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- rotary and relu² kernels
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 8), (8, 64, 6, 64)])  # the second is big enough for the parallel driver
+def test_rotary_kernel_matches_twin(dtype, shape):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(shape).astype(dtype)
+    cos, sin = rng.standard_normal((2, 1, shape[1], 1, shape[3] // 2)).astype(dtype)
+    np.testing.assert_allclose(K.rotary(x, cos, sin), K.rotary_reference(x, cos, sin), **_tol(dtype))
+    strided = np.swapaxes(np.swapaxes(x, 1, 2).copy(), 1, 2)  # same values, not C-contiguous
+    np.testing.assert_allclose(K.rotary(strided, cos, sin), K.rotary_reference(x, cos, sin), **_tol(dtype))
+
+
+def test_rotary_kernel_other_shapes_take_the_twin():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    cos, sin = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(K.rotary(x, cos, sin), K.rotary_reference(x, cos, sin), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7, 9), (300, 1536)])
+def test_relu_squared_kernel_matches_twin(dtype, shape):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, :3] = 0
+    x = x.T  # not C-contiguous
+    grad = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_allclose(K.relu_squared(x), K.relu_squared_reference(x), **_tol(dtype))
+    np.testing.assert_allclose(K.relu_squared_backward(x, grad), K.relu_squared_backward_reference(x, grad),
+                               **_tol(dtype))

@@ -13,6 +13,14 @@ from .cross_entropy import (
     cross_entropy_forward_reference,
 )
 from .norm import rms_norm, rms_norm_backward, rms_norm_backward_reference, rms_norm_reference
+from .elementwise import (
+    relu_squared,
+    relu_squared_backward,
+    relu_squared_backward_reference,
+    relu_squared_reference,
+    rotary,
+    rotary_reference,
+)
 from .matmul import matmul, matmul_backward, matmul_backward_reference, matmul_reference
 from .softmax import (
     log_softmax,
@@ -31,6 +39,8 @@ __all__ = [
     "cross_entropy_forward", "cross_entropy_forward_reference",
     "cross_entropy_backward", "cross_entropy_backward_reference",
     "rms_norm", "rms_norm_reference", "rms_norm_backward", "rms_norm_backward_reference",
+    "rotary", "rotary_reference", "relu_squared", "relu_squared_reference",
+    "relu_squared_backward", "relu_squared_backward_reference",
     "matmul", "matmul_reference", "matmul_backward", "matmul_backward_reference",
     "softmax", "softmax_reference", "softmax_backward", "softmax_backward_reference",
     "log_softmax", "log_softmax_reference", "log_softmax_backward", "log_softmax_backward_reference",

@@ -1,0 +1,130 @@
+"""Fused elementwise kernels of the GPT: rotary embedding and relu², each one parallel sweep.
+
+NumPy spends a temporary (and a sweep) per operator: the rotary embedding takes four products,
+two sums and the halves' copies; relu² its mask or maximum and a product.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .softmax import check_float, pick
+
+
+def rotary_reference(x, cos, sin):
+    """(x1 cos + x2 sin, x2 cos - x1 sin) over the halves (x1, x2) of the last axis; cos and sin
+    broadcast against a half."""
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return np.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+
+
+def relu_squared_reference(x):
+    return np.square(np.maximum(x, 0))
+
+
+def relu_squared_backward_reference(x, grad):
+    """grad * 2 relu(x)."""
+    r = np.maximum(x, 0)
+    return grad * (r + r)
+
+
+@njit(cache=True)
+def _rotary_row(x, c, s, out):
+    d = c.shape[0]
+    for j in range(d):
+        x1, x2 = x[j], x[j + d]
+        out[j] = x1 * c[j] + x2 * s[j]
+        out[j + d] = x2 * c[j] - x1 * s[j]
+
+
+@njit(cache=True)
+def _rotary_serial(x, cos, sin, out):
+    # x, out (B, T, H, D); cos, sin (T, D/2)
+    for bt in range(x.shape[0] * x.shape[1]):
+        b, t = bt // x.shape[1], bt % x.shape[1]
+        for h in range(x.shape[2]):
+            _rotary_row(x[b, t, h], cos[t], sin[t], out[b, t, h])
+
+
+@njit(cache=True, parallel=True)
+def _rotary_parallel(x, cos, sin, out):
+    for bt in prange(x.shape[0] * x.shape[1]):
+        b, t = bt // x.shape[1], bt % x.shape[1]
+        for h in range(x.shape[2]):
+            _rotary_row(x[b, t, h], cos[t], sin[t], out[b, t, h])
+
+
+def rotary(x, cos, sin):
+    """Numba twin of rotary_reference for x (B, T, H, D) and tables of shape (1, T, 1, D/2) (the GPT's
+    layout); any other shapes take the twin."""
+    B, T, H, D = x.shape if x.ndim == 4 else (0, 0, 0, 0)
+    table = (1, T, 1, D // 2)
+    if (x.ndim != 4 or D % 2 or cos.shape != table or sin.shape != table or x.size == 0
+            or not x.dtype == cos.dtype == sin.dtype or x.dtype not in (np.float32, np.float64)):
+        return rotary_reference(x, cos, sin)
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    kernel = pick(_rotary_serial, _rotary_parallel, x.size)
+    kernel(x, np.ascontiguousarray(cos.reshape(T, D // 2)), np.ascontiguousarray(sin.reshape(T, D // 2)), out)
+    return out
+
+
+@njit(cache=True)
+def _relu2_chunk(x, out, lo, hi):
+    for i in range(lo, hi):
+        r = x[i] if x[i] > 0 else x.dtype.type(0)
+        out[i] = r * r
+
+
+@njit(cache=True)
+def _relu2_backward_chunk(x, g, out, lo, hi):
+    for i in range(lo, hi):
+        r = x[i] if x[i] > 0 else x.dtype.type(0)
+        out[i] = g[i] * (r + r)
+
+
+_CHUNK = 1 << 14
+
+
+@njit(cache=True)
+def _relu2_serial(x, out):
+    _relu2_chunk(x, out, 0, x.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def _relu2_parallel(x, out):
+    n = x.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        _relu2_chunk(x, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+
+
+@njit(cache=True)
+def _relu2_backward_serial(x, g, out):
+    _relu2_backward_chunk(x, g, out, 0, x.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def _relu2_backward_parallel(x, g, out):
+    n = x.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        _relu2_backward_chunk(x, g, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+
+
+def relu_squared(x):
+    """Numba twin of relu_squared_reference."""
+    check_float(x)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    pick(_relu2_serial, _relu2_parallel, flat.size)(flat, out)
+    return out.reshape(x.shape)
+
+
+def relu_squared_backward(x, grad):
+    """Numba twin of relu_squared_backward_reference."""
+    check_float(x)
+    if grad.shape != x.shape:
+        raise ValueError(f"relu_squared_backward: grad {grad.shape} differs from x {x.shape}")
+    flat = np.ascontiguousarray(x).reshape(-1)
+    g = np.ascontiguousarray(grad, dtype=x.dtype).reshape(-1)
+    out = np.empty_like(flat)
+    pick(_relu2_backward_serial, _relu2_backward_parallel, flat.size)(flat, g, out)
+    return out.reshape(x.shape)
