@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from minigrad import Tensor
+from minigrad import Tensor, no_grad
 from nanochat.engine import KVCache
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.torch_gpt import TorchGPT
@@ -275,11 +275,12 @@ def test_positions_past_rotary_table_raise(tiny_model):
     tiny_model(np.zeros((1, 40), dtype=np.int64))  # exactly the table: fine
 
     cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer)
-    tiny_model(np.ones((1, 38), dtype=np.int64), kv_cache=cache)
-    with pytest.raises(ValueError, match="rotary"):
-        tiny_model(np.ones((1, 3), dtype=np.int64), kv_cache=cache)
-    assert cache.pos == 38  # a refused forward leaves the cache as it was
-    tiny_model(np.ones((1, 2), dtype=np.int64), kv_cache=cache)
-    assert cache.pos == 40
-    with pytest.raises(ValueError, match="rotary"):
-        tiny_model(np.ones((1, 1), dtype=np.int64), kv_cache=cache)
+    with no_grad():  # the KV cache is for inference: it refuses to run while grad is recorded
+        tiny_model(np.ones((1, 38), dtype=np.int64), kv_cache=cache)
+        with pytest.raises(ValueError, match="rotary"):
+            tiny_model(np.ones((1, 3), dtype=np.int64), kv_cache=cache)
+        assert cache.pos == 38  # a refused forward leaves the cache as it was
+        tiny_model(np.ones((1, 2), dtype=np.int64), kv_cache=cache)
+        assert cache.pos == 40
+        with pytest.raises(ValueError, match="rotary"):
+            tiny_model(np.ones((1, 1), dtype=np.int64), kv_cache=cache)
