@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from minigrad import Tensor
 from minigrad import kernels as K
 from minigrad.kernels import attention as attention_module
+from minigrad.kernels import elementwise as elementwise_module
+from minigrad.kernels import norm as norm_module
 from minigrad.nn import functional as F
 
 matmul_module = importlib.import_module("minigrad.kernels.matmul")  # the package exports a function of that name
@@ -277,9 +279,11 @@ def test_float32_tanh_in_kernels_matches_numpy():
 # ---------------------------------------------------------------- RMSNorm
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(3, 5, 16), (600, 384)])  # the second is big enough for the parallel driver
+@pytest.mark.parametrize("shape", [(3, 5, 16), (600, 384)])
 @pytest.mark.parametrize("layout", ["c", "transposed"])
-def test_rms_norm_matches_twin(dtype, shape, layout):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_rms_norm_matches_twin(dtype, shape, layout, parallel, monkeypatch):
+    monkeypatch.setattr(norm_module, "PARALLEL_MIN_ELEMENTS", 0 if parallel else 1 << 62)
     rng = np.random.default_rng(10)
     x = rng.standard_normal(shape).astype(dtype)
     if layout == "transposed":
@@ -311,8 +315,10 @@ def test_rms_norm_twin_matches_torch():
 # ---------------------------------------------------------------- rotary and relu² kernels
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 5, 3, 8), (8, 64, 6, 64)])  # the second is big enough for the parallel driver
-def test_rotary_kernel_matches_twin(dtype, shape):
+@pytest.mark.parametrize("shape", [(2, 5, 3, 8), (8, 64, 6, 64)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_rotary_kernel_matches_twin(dtype, shape, parallel, monkeypatch):
+    monkeypatch.setattr(elementwise_module, "ROTARY_PARALLEL_MIN", 0 if parallel else 1 << 62)
     rng = np.random.default_rng(12)
     x = rng.standard_normal(shape).astype(dtype)
     cos, sin = rng.standard_normal((2, 1, shape[1], 1, shape[3] // 2)).astype(dtype)
@@ -330,7 +336,9 @@ def test_rotary_kernel_other_shapes_take_the_twin():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(7, 9), (300, 1536)])
-def test_relu_squared_kernel_matches_twin(dtype, shape):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_relu_squared_kernel_matches_twin(dtype, shape, parallel, monkeypatch):
+    monkeypatch.setattr(elementwise_module, "RELU2_PARALLEL_MIN", 0 if parallel else 1 << 62)
     rng = np.random.default_rng(14)
     x = rng.standard_normal(shape).astype(dtype)
     x[0, :3] = 0

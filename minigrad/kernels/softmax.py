@@ -263,9 +263,11 @@ def _log_softmax_backward_parallel(y, g, out):
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
 
-def pick(serial, parallel, n_elements):
-    """The parallel driver for big inputs when numba has more than one thread, else the serial one."""
-    if n_elements >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
+def pick(serial, parallel, n_elements, min_elements=None):
+    """The parallel driver for big inputs (min_elements, default PARALLEL_MIN_ELEMENTS) when numba has
+    more than one thread, else the serial one."""
+    threshold = PARALLEL_MIN_ELEMENTS if min_elements is None else min_elements
+    if n_elements >= threshold and numba.get_num_threads() > 1:
         return parallel
     return serial
 
