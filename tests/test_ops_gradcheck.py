@@ -476,3 +476,29 @@ def test_linear_and_embedding(data, n, i, o):
 def test_casts(data, shape):
     check(lambda x: x.to(np.float64).exp(), param(data, shape))
     check(lambda x: x.double().tanh(), param(data, shape))
+
+
+# ---- fused ops of the GPT ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(st.data(), st.integers(1, 2), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3))
+def test_rotary(data, b, t, h, half):
+    angles = make(data, (1, t, 1, half), layout="contiguous")
+    cos, sin = Tensor(np.cos(angles)), Tensor(np.sin(angles))
+    check(lambda x: F.rotary(x, cos, sin), param(data, (b, t, h, 2 * half)))
+
+
+@SETTINGS
+@given(st.data(), shapes)
+def test_relu_squared(data, shape):
+    check(F.relu_squared, param(data, shape, "nonzero"))
+
+
+@SETTINGS
+@given(st.data(), st.integers(1, 4), st.integers(2, 5), st.sampled_from(["mean", "sum", "none"]),
+       st.sampled_from([0.5, 3.0, 15.0]))
+def test_cross_entropy_with_softcap(data, n, c, reduction, softcap):
+    targets = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
+    targets[1:] = np.where(np.array(data.draw(st.lists(st.booleans(), min_size=n - 1, max_size=n - 1)), bool),
+                           -1, targets[1:])
+    check(lambda x: F.cross_entropy(x, targets, reduction=reduction, softcap=softcap), param(data, (n, c)))
