@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minigrad.kernels.optim import momentum_update
 from minigrad.optim import Optimizer
 
 # Quintic coefficients chosen to maximise the slope at zero (Keller Jordan / modded-nanogpt).
@@ -37,13 +38,6 @@ def zeropower_via_newtonschulz5(G: np.ndarray, steps: int = 5) -> np.ndarray:
     if tall:
         X = np.swapaxes(X, -2, -1)
     return np.ascontiguousarray(X)
-
-
-def _lerp(start: np.ndarray, end: np.ndarray, weight: float) -> np.ndarray:
-    """torch.lerp's formula (it switches form at weight 0.5 for accuracy), so results match torch bit-for-bit more often."""
-    if abs(weight) < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1 - weight)
 
 
 class Muon(Optimizer):
@@ -85,10 +79,9 @@ class Muon(Optimizer):
                 state = self.state.setdefault(p, {})
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = np.zeros_like(p.data)
-                buf = state["momentum_buffer"]
-                buf[...] = _lerp(buf, g, 1 - momentum)
-                # nanochat lerps p.grad in place; a fresh array leaves the caller's gradient intact.
-                update = _lerp(g, buf, momentum) if group["nesterov"] else buf
+                # buf <- lerp(buf, g, 1 - momentum), then lerp(g, buf, momentum) for Nesterov, in one
+                # sweep; nanochat lerps p.grad in place, a fresh array leaves the caller's gradient intact.
+                update = momentum_update(state["momentum_buffer"], g, momentum, group["nesterov"])
                 update = zeropower_via_newtonschulz5(update, steps=group["ns_steps"])
                 rows, cols = p.data.shape
                 scale = max(1.0, rows / cols) ** 0.5

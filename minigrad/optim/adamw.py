@@ -1,10 +1,10 @@
-"""AdamW: Adam with decoupled weight decay and bias correction (the torch.optim.AdamW update)."""
+"""AdamW: Adam with decoupled weight decay and bias correction (the torch.optim.AdamW update),
+one fused in-place sweep per parameter (kernels.optim.adamw_update; its NumPy twin is the plain update)."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
+from ..kernels.optim import adamw_update
 from .optimizer import Optimizer
 
 
@@ -36,20 +36,6 @@ class AdamW(Optimizer):
                     state["exp_avg"] = np.zeros_like(p.data)
                     state["exp_avg_sq"] = np.zeros_like(p.data)
                 state["step"] += 1
-                step = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-
-                if wd != 0:
-                    p.data *= 1 - lr * wd  # decoupled: shrink weights, not the gradient
-                m += (1 - beta1) * (g - m)
-                v *= beta2
-                v += (1 - beta2) * (g * g)
-
-                step_size = lr / (1 - beta1 ** step)
-                denom = np.sqrt(v)
-                denom /= math.sqrt(1 - beta2 ** step)
-                denom += eps
-                update = m / denom
-                update *= step_size
-                p.data -= update
+                adamw_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                             lr, beta1, beta2, eps, wd)
         return loss
