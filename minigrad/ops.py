@@ -321,7 +321,10 @@ class Reshape(Function):
 
 class Permute(Function):
     def forward(self, a, order):
-        self.inverse = tuple(np.argsort(order))
+        inverse = [0] * len(order)
+        for i, d in enumerate(order):
+            inverse[d] = i
+        self.inverse = tuple(inverse)
         return a.transpose(order)
 
     def backward(self, grad): return grad.transpose(self.inverse)

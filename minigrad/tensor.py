@@ -57,7 +57,12 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **kwargs):
         fn = cls(*inputs)
-        out = Tensor(fn.forward(*(t.data for t in inputs), **kwargs))
+        data = fn.forward(*(t.data for t in inputs), **kwargs)
+        if type(data) is np.ndarray:  # the usual case: wrap it without Tensor.__init__'s conversions
+            out = Tensor.__new__(Tensor)
+            out.data, out.grad, out._ctx, out.requires_grad = data, None, None, False
+        else:
+            out = Tensor(data)
         if _grad_enabled and any(t.requires_grad for t in inputs):
             out.requires_grad = True
             out._ctx = fn
@@ -200,7 +205,7 @@ class Tensor:
         if isinstance(other, Tensor):
             return other
         if isinstance(other, (int, float, bool)) and not isinstance(other, np.ndarray):
-            floating = np.issubdtype(self.dtype, np.floating)
+            floating = self.data.dtype.kind == "f"  # np.floating
             if floating or isinstance(other, (int, bool)):
                 return Tensor(np.asarray(other, dtype=self.dtype))
             return Tensor(np.asarray(other, dtype=np.float32))
@@ -211,7 +216,7 @@ class Tensor:
         takes the float's dtype (NumPy would widen int64 + float32 to float64), and true division of
         two integer tensors is float32, not NumPy's float64."""
         other = self._lift(other)
-        a_float, b_float = np.issubdtype(self.dtype, np.floating), np.issubdtype(other.dtype, np.floating)
+        a_float, b_float = self.data.dtype.kind == "f", other.data.dtype.kind == "f"  # np.floating
         if a_float and not b_float:
             return self, other.to(self.dtype)
         if b_float and not a_float:

@@ -135,8 +135,11 @@ def _heads(x, hk):
 def _bmm(a, b):
     """Batched a @ b (broadcast batch dims), the batch split over the GEMM pool's single-threaded BLAS
     (np.matmul with multithreaded OpenBLAS synchronises once per small matrix)."""
-    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
-    a, b = np.broadcast_to(a, out.shape[:-2] + a.shape[-2:]), np.broadcast_to(b, out.shape[:-2] + b.shape[-2:])
+    if a.shape[:-2] == b.shape[:-2]:  # nothing to broadcast (no GQA grouping): skip NumPy's helpers
+        out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
+    else:
+        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
+        a, b = np.broadcast_to(a, out.shape[:-2] + a.shape[-2:]), np.broadcast_to(b, out.shape[:-2] + b.shape[-2:])
     n = out.shape[0]
     if matmul_module._POOL is None or n < 2 or out.size * a.shape[-1] < matmul_module.SPLIT_MIN_WORK:
         return np.matmul(a, b, out=out)
