@@ -6,6 +6,7 @@ and `backward` maps the output's gradient to one gradient per input. `Tensor.bac
 orders the graph with an iterative topological sort and walks it in reverse.
 """
 import functools
+import sys
 
 import numpy as np
 
@@ -184,7 +185,13 @@ class Tensor:
             if g is None:
                 continue
             if node._ctx is None:  # a leaf: accumulate, as PyTorch does across backward calls
-                node.grad = g.astype(node.dtype, copy=True) if node.grad is None else node.grad + g
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                elif g.dtype == node.dtype and g.base is None and sys.getrefcount(g) == 2:
+                    node.grad = g  # referenced only here (g and getrefcount's argument): no copy needed
+                else:
+                    node.grad = g.astype(node.dtype, copy=True)
+                g = None
                 continue
             ctx = node._ctx
             parent_grads = ctx.backward(g)
@@ -196,6 +203,7 @@ class Tensor:
                 pg = unbroadcast(np.asarray(pg), parent.shape).astype(parent.dtype, copy=False)
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
+            g = parent_grads = pg = None  # hold no gradient past its node (the leaf test above counts references)
             ctx.release()
             node._ctx = _ReleasedGraph
 
