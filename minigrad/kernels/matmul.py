@@ -53,8 +53,10 @@ def _gemm(a, b):
     if _POOL is None or rows < 2 * 16 or rows * a.shape[1] * b.shape[1] < SPLIT_MIN_WORK:
         return np.matmul(a, b)
     out = np.empty((rows, b.shape[1]), np.result_type(a, b))
-    bounds = np.linspace(0, rows, GEMM_THREADS + 1).astype(int)
-    jobs = [_POOL.submit(np.matmul, a[s:e], b, out=out[s:e]) for s, e in zip(bounds[:-1], bounds[1:])]
+    bounds = [rows * i // GEMM_THREADS for i in range(GEMM_THREADS + 1)]  # as np.linspace's, without its ~10 us
+    # the last block runs on this thread, which would otherwise only wait (one hand-off fewer)
+    jobs = [_POOL.submit(np.matmul, a[s:e], b, out=out[s:e]) for s, e in zip(bounds[:-2], bounds[1:-1])]
+    np.matmul(a[bounds[-2]:], b, out=out[bounds[-2]:])
     for job in jobs:
         job.result()
     return out
