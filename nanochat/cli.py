@@ -19,9 +19,9 @@ from nanochat.train import TrainingError, check_unchanged_on_resume, config_for_
 # options given on the command line win over both.
 TRAIN_DEFAULTS = dict(
     data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
-    batch_size=8, seq_len=128, steps=500, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
+    batch_size=16, seq_len=128, steps=200, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
     unembedding_lr=0.004, weight_decay=0.0, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
-    clip=1.0, seed=0, val_fraction=0.1, eval_every=100, eval_batches=8, save_every=200,
+    clip=1.0, seed=0, val_fraction=0.1, eval_every=50, eval_batches=8, save_every=100,
 )
 
 
