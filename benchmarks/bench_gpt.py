@@ -9,8 +9,8 @@ torch.set_num_threads). Sections:
   contenders alternate (order rotating each round) after warm-up; cells are medians.
 - decode: batch-1 single-token decode through a KV cache, after a 16-token prefill, up to the
   full sequence length; tokens/s, and ms/token over the first and the last quarter of the
-  positions (growth = last / first). TorchGPT has no cache, so a minimal cached decode for it
-  lives here (`torch_decode`), using its modules and weights unchanged.
+  positions (growth = last / first). TorchGPT decodes through its TorchKVCache, as nanochat's
+  model does.
 - memory: peak RSS of a fresh subprocess per side that runs three training steps (VmHWM; it is
   ru_maxrss without the parent's RSS that Linux carries into a child across fork + exec).
 - mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
@@ -39,14 +39,13 @@ _set_threads(_pre.parse_known_args()[0].threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as TF  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from minigrad import Tensor, no_grad  # noqa: E402
 from minigrad.optim import AdamW  # noqa: E402
 from nanochat.engine import KVCache  # noqa: E402
 from nanochat.gpt import GPT, GPTConfig  # noqa: E402
-from nanochat.torch_gpt import TorchGPT, apply_rotary_emb, norm  # noqa: E402
+from nanochat.torch_gpt import TorchGPT, TorchKVCache  # noqa: E402
 
 SIZES = {
     "tiny": (dict(sequence_len=128, vocab_size=256, n_layer=4, n_head=4, n_kv_head=4, n_embd=128), 8),
@@ -136,48 +135,15 @@ def minigrad_decode(model, prompt, total):
 
 
 @torch.no_grad()
-def torch_cached_forward(tmodel, idx, cache, pos):
-    """TorchGPT's forward with a KV cache (preallocated (L, 2, B, H, T, D)), mirroring nanochat's."""
-    B, T = idx.size()
-    cos_sin = tmodel.cos[:, pos:pos + T], tmodel.sin[:, pos:pos + T]
-    x = norm(tmodel.transformer.wte(idx))
-    for i, block in enumerate(tmodel.transformer.h):
-        attn = block.attn
-        h = norm(x)
-        q = attn.c_q(h).view(B, T, attn.n_head, attn.head_dim)
-        k = attn.c_k(h).view(B, T, attn.n_kv_head, attn.head_dim)
-        v = attn.c_v(h).view(B, T, attn.n_kv_head, attn.head_dim)
-        cos, sin = cos_sin
-        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
-        q, k = norm(q), norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cache[i, 0, :, :, pos:pos + T] = k
-        cache[i, 1, :, :, pos:pos + T] = v
-        k, v = cache[i, 0, :, :, :pos + T], cache[i, 1, :, :, :pos + T]
-        gqa = attn.n_head != attn.n_kv_head
-        if T == 1:
-            y = TF.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        else:  # prefill of an empty cache
-            y = TF.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        y = y.transpose(1, 2).contiguous().view(B, T, -1)
-        x = x + attn.c_proj(y)
-        x = x + block.mlp(norm(x))
-    x = norm(x)
-    softcap = tmodel.config.softcap
-    return softcap * torch.tanh(tmodel.lm_head(x) / softcap)
-
-
 def torch_decode(tmodel, prompt, total):
     cfg = tmodel.config
-    cache = torch.zeros(cfg.n_layer, 2, 1, cfg.n_kv_head, total, cfg.head_dim)
+    cache = TorchKVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, total)
     times = []
-    logits = torch_cached_forward(tmodel, torch.tensor([prompt]), cache, 0)[:, -1]
-    pos = len(prompt)
+    logits = tmodel(torch.tensor([prompt]), kv_cache=cache)[:, -1]
     for _ in range(total - len(prompt)):
         t = time.perf_counter()
         nxt = torch.argmax(logits, dim=-1)
-        logits = torch_cached_forward(tmodel, nxt[:, None], cache, pos)[:, -1]
-        pos += 1
+        logits = tmodel(nxt[:, None], kv_cache=cache)[:, -1]
         times.append(time.perf_counter() - t)
     return times
 

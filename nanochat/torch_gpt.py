@@ -34,7 +34,7 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
-    def forward(self, x, cos_sin):
+    def forward(self, x, cos_sin, kv_cache=None):
         B, T, C = x.size()
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -43,7 +43,16 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
         q, k = norm(q), norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_head != self.n_kv_head)
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
+        Tq, Tk = q.size(2), k.size(2)
+        enable_gqa = self.n_head != self.n_kv_head
+        if Tq == Tk:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+        else:  # queries on top of a cache: the whole prefix, then causal within the chunk
+            attn_mask = torch.ones((Tq, Tk), dtype=torch.bool)
+            attn_mask[:, Tk - Tq:] = torch.tril(torch.ones((Tq, Tq), dtype=torch.bool))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=enable_gqa)
         y = y.transpose(1, 2).contiguous().view(B, T, -1)
         return self.c_proj(y)
 
@@ -64,8 +73,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos_sin):
-        x = x + self.attn(norm(x), cos_sin)
+    def forward(self, x, cos_sin, kv_cache=None):
+        x = x + self.attn(norm(x), cos_sin, kv_cache)
         return x + self.mlp(norm(x))
 
 
@@ -82,19 +91,36 @@ class TorchGPT(nn.Module):
         self.register_buffer("cos", torch.from_numpy(cos), persistent=False)
         self.register_buffer("sin", torch.from_numpy(sin), persistent=False)
 
-    def forward(self, idx, targets=None, loss_reduction="mean"):
+    def forward(self, idx, targets=None, loss_reduction="mean", kv_cache=None):
         B, T = idx.size()
-        cos_sin = self.cos[:, :T], self.sin[:, :T]
+        T0 = 0 if kv_cache is None else kv_cache.pos
+        cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
         x = norm(self.transformer.wte(idx))
         for block in self.transformer.h:
-            x = block(x, cos_sin)
+            x = block(x, cos_sin, kv_cache)
         x = norm(x)
+        if kv_cache is not None:
+            kv_cache.pos += T
         softcap = self.config.softcap
         logits = softcap * torch.tanh(self.lm_head(x) / softcap)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
                                reduction=loss_reduction)
+
+
+class TorchKVCache:
+    """nanochat's KV cache, preallocated for max_len positions: (n_layer, 2, B, H_kv, max_len, D)."""
+
+    def __init__(self, batch_size, n_kv_head, head_dim, n_layer, max_len):
+        self.kv = torch.zeros(n_layer, 2, batch_size, n_kv_head, max_len, head_dim)
+        self.pos = 0
+
+    def insert_kv(self, layer_idx, k, v):
+        t0, t1 = self.pos, self.pos + k.size(2)
+        self.kv[layer_idx, 0, :, :, t0:t1] = k
+        self.kv[layer_idx, 1, :, :, t0:t1] = v
+        return self.kv[layer_idx, 0, :, :, :t1], self.kv[layer_idx, 1, :, :, :t1]
 
 
 def load_torch_gpt(model_path, config):

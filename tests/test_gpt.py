@@ -284,3 +284,20 @@ def test_positions_past_rotary_table_raise(tiny_model):
         assert cache.pos == 40
         with pytest.raises(ValueError, match="rotary"):
             tiny_model(np.ones((1, 1), dtype=np.int64), kv_cache=cache)
+
+
+def test_torch_reference_cached_decode_equals_its_full_forward():
+    """The PyTorch reference's KV cache (used by the benchmark) follows the same bottom-right mask."""
+    import torch
+    from nanochat.torch_gpt import TorchGPT, TorchKVCache
+    cfg = GPTConfig(sequence_len=8, vocab_size=41, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+    torch.manual_seed(0)
+    model = TorchGPT(cfg)
+    idx = torch.randint(0, 41, (2, 11))
+    with torch.no_grad():
+        full = model(idx)
+        cache = TorchKVCache(2, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=11)
+        steps = [model(idx[:, :4], kv_cache=cache), model(idx[:, 4:7], kv_cache=cache)]
+        steps += [model(idx[:, t:t + 1], kv_cache=cache) for t in range(7, 11)]
+    assert cache.pos == 11
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
