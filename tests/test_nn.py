@@ -223,6 +223,21 @@ def test_module_call_and_repr():
 
 # ---- layers against torch with copied weights -----------------------------------------------------
 
+def run_layer_against_torch(layer, ref, in_shape, out_shape, seed):
+    """Forward both on the same input, backward a non-uniform gradient; compare outputs and input
+    gradients. Returns the input, for further checks."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    g = rng.standard_normal(out_shape).astype(np.float32)
+    xm, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    om, ot = layer(xm), ref(xt)
+    np.testing.assert_allclose(om.data, ot.detach().numpy(), atol=1e-5, rtol=1e-4)
+    om.backward(g)
+    ot.backward(torch.tensor(g))
+    np.testing.assert_allclose(xm.grad, xt.grad.numpy(), atol=1e-5, rtol=1e-4)
+    return x
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_layer_matches_torch(bias):
     mg.manual_seed(0)
@@ -235,14 +250,7 @@ def test_linear_layer_matches_torch(bias):
         ref.weight.copy_(torch.tensor(lin.weight.data))
         if bias:
             ref.bias.copy_(torch.tensor(lin.bias.data))
-    x = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
-    g = np.random.default_rng(1).standard_normal((2, 4, 3)).astype(np.float32)
-    xm, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
-    om, ot = lin(xm), ref(xt)
-    np.testing.assert_allclose(om.data, ot.detach().numpy(), atol=1e-5, rtol=1e-4)
-    om.backward(g)
-    ot.backward(torch.tensor(g))
-    np.testing.assert_allclose(xm.grad, xt.grad.numpy(), atol=1e-5, rtol=1e-4)
+    run_layer_against_torch(lin, ref, (2, 4, 5), (2, 4, 3), seed=0)
     np.testing.assert_allclose(lin.weight.grad, ref.weight.grad.numpy(), atol=1e-4, rtol=1e-4)
     if bias:
         np.testing.assert_allclose(lin.bias.grad, ref.bias.grad.numpy(), atol=1e-4, rtol=1e-4)
@@ -272,14 +280,7 @@ def test_rmsnorm_layer_matches_torch():
     ref = torch.nn.RMSNorm(5)
     with torch.no_grad():
         ref.weight.copy_(torch.tensor(norm.weight.data))
-    x = np.random.default_rng(3).standard_normal((3, 5)).astype(np.float32)
-    g = np.random.default_rng(4).standard_normal((3, 5)).astype(np.float32)
-    xm, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
-    om, ot = norm(xm), ref(xt)
-    np.testing.assert_allclose(om.data, ot.detach().numpy(), atol=1e-5, rtol=1e-4)
-    om.backward(g)
-    ot.backward(torch.tensor(g))
-    np.testing.assert_allclose(xm.grad, xt.grad.numpy(), atol=1e-5, rtol=1e-4)
+    x = run_layer_against_torch(norm, ref, (3, 5), (3, 5), seed=3)
     np.testing.assert_allclose(norm.weight.grad, ref.weight.grad.numpy(), atol=1e-5, rtol=1e-4)
     plain = nn.RMSNorm(5, elementwise_affine=False)
     assert plain.parameters() == []
