@@ -284,13 +284,13 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v, scale, offset):
         self.q, self.k, self.v = (x.swapaxes(1, 2) for x in (q, k, v))
-        self.scale = scale
+        self.scale, self.offset = scale, offset
         self.out, self.p = kernels.attention_forward(self.q, self.k, self.v, scale, offset)
         return self.out.swapaxes(1, 2)
 
     def backward(self, grad):
         dq, dk, dv = kernels.attention_backward(self.q, self.k, self.v, self.out, self.p, grad.swapaxes(1, 2),
-                                                self.scale)
+                                                self.scale, self.offset)
         return dq.swapaxes(1, 2), dk.swapaxes(1, 2), dv.swapaxes(1, 2)
 
 

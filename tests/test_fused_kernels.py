@@ -37,75 +37,50 @@ def attention_case(draw):
     return (b, tq, h, d), (b, tk, hk, d), offset
 
 
-@SETTINGS
-@given(attention_case(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**32 - 1))
-def test_attention_matches_twin(shapes, dtype, parallel, seed):
-    q_shape, kv_shape, offset = shapes
-    rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal(s).astype(dtype) for s in (q_shape, kv_shape, kv_shape))
-    old = attention_module.PARALLEL_MIN_WORK
-    attention_module.PARALLEL_MIN_WORK = 0 if parallel else 1 << 62
-    try:
-        out, p = K.attention_forward(q, k, v, 0.37, offset)
-        ref_out, ref_p = K.attention_forward_reference(q, k, v, 0.37, offset)
-        np.testing.assert_allclose(out, ref_out, **_tol(dtype))
-        np.testing.assert_allclose(p, ref_p, **_tol(dtype))
-        grad = rng.standard_normal(out.shape).astype(dtype)
-        got = K.attention_backward(q, k, v, out, p, grad, 0.37)
-        want = K.attention_backward_reference(q, k, v, ref_out, ref_p, grad, 0.37)
-    finally:
-        attention_module.PARALLEL_MIN_WORK = old
+def _check_attention_against_twin(q, k, v, offset, rng):
+    dtype = q.dtype
+    out, p = K.attention_forward(q, k, v, 0.37, offset)
+    ref_out, ref_p = K.attention_forward_reference(q, k, v, 0.37, offset)
+    np.testing.assert_allclose(out, ref_out, **_tol(dtype))
+    np.testing.assert_allclose(p, ref_p, **_tol(dtype))
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    got = K.attention_backward(q, k, v, out, p, grad, 0.37, offset)
+    want = K.attention_backward_reference(q, k, v, ref_out, ref_p, grad, 0.37, offset)
     for g, w, x in zip(got, want, (q, k, v)):
         assert g.shape == w.shape == x.shape and g.dtype == dtype
         np.testing.assert_allclose(g, w, **_tol(dtype))
 
 
-def test_attention_masked_probabilities_are_zero():
-    rng = np.random.default_rng(0)
-    q = rng.standard_normal((1, 5, 2, 4)).astype(np.float32)
-    _, p = K.attention_forward(q, q, q, 0.5, 0)
-    assert np.all(p[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] == 0)
-    np.testing.assert_allclose(p.sum(-1), 1, rtol=1e-6)
+@SETTINGS
+@given(attention_case(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_attention_matches_twin(shapes, dtype, seed):
+    q_shape, kv_shape, offset = shapes
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal(s).astype(dtype) for s in (q_shape, kv_shape, kv_shape))
+    _check_attention_against_twin(q, k, v, offset, rng)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (4, 1)])
-def test_attention_twin_matches_torch(causal, heads):
-    h, hk = heads
-    rng = np.random.default_rng(1)
-    q = rng.standard_normal((2, 6, h, 8))
-    k, v = rng.standard_normal((2, 2, 6, hk, 8))
-    tq, tk, tv = (torch.tensor(x.transpose(0, 2, 1, 3), requires_grad=True) for x in (q, k, v))
-    out = TF.scaled_dot_product_attention(tq, tk, tv, is_causal=causal, enable_gqa=h != hk)
-    grad = rng.standard_normal(tuple(out.shape))
-    out.backward(torch.tensor(grad))
-    ref_out, p = K.attention_forward_reference(q, k, v, 8 ** -0.5, 0 if causal else 6)
-    np.testing.assert_allclose(ref_out, out.detach().numpy().transpose(0, 2, 1, 3), rtol=1e-12, atol=1e-12)
-    grads = K.attention_backward_reference(q, k, v, ref_out, p, grad.transpose(0, 2, 1, 3), 8 ** -0.5)
-    for g, t in zip(grads, (tq, tk, tv)):
-        np.testing.assert_allclose(g, t.grad.numpy().transpose(0, 2, 1, 3), rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("tq, tk, offset", [(150, 150, 0), (150, 150, 150), (70, 200, 130), (1, 200, 199)])
+def test_attention_query_blocks_match_twin(tq, tk, offset):
+    """Sequences longer than the kernel's query block (a partial last block too), where each block
+    multiplies only the keys it sees; with grouped heads and a KV-cache-like offset."""
+    assert tq > attention_module.BLOCK or tk > attention_module.BLOCK
+    rng = np.random.default_rng(tq + tk + offset)
+    q = rng.standard_normal((2, tq, 4, 16)).astype(np.float32)
+    k, v = rng.standard_normal((2, 2, tk, 2, 16)).astype(np.float32)
+    _check_attention_against_twin(q, k, v, offset, rng)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_fused_sdpa_function_matches_torch(causal):
-    """The Function behind F.scaled_dot_product_attention, on (B, H, T, D) transposed views as gpt.py
-    passes them, with grouped heads: values and gradients against torch in float32."""
-    rng = np.random.default_rng(2)
-    q = rng.standard_normal((2, 7, 6, 8)).astype(np.float32)  # (B, T, H, D)
-    k, v = rng.standard_normal((2, 2, 7, 3, 8)).astype(np.float32)
-    mq, mk, mv = (Tensor(x, requires_grad=True) for x in (q, k, v))
-    y = F.scaled_dot_product_attention(mq.transpose(1, 2), mk.transpose(1, 2), mv.transpose(1, 2),
-                                       is_causal=causal, enable_gqa=True)
-    assert type(y._ctx).__name__ == "ScaledDotProductAttention"
-    grad = rng.standard_normal(y.shape).astype(np.float32)
-    y.backward(grad)
-    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
-    ty = TF.scaled_dot_product_attention(tq.transpose(1, 2), tk.transpose(1, 2), tv.transpose(1, 2),
-                                         is_causal=causal, enable_gqa=True)
-    ty.backward(torch.tensor(grad))
-    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
-    for m, t in zip((mq, mk, mv), (tq, tk, tv)):
-        np.testing.assert_allclose(m.grad, t.grad.numpy(), rtol=1e-4, atol=1e-5)
+def test_attention_takes_non_contiguous_inputs():
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 3, 9, 8)).astype(np.float32).transpose(0, 2, 1, 3)[:, ::2] for _ in range(3))
+    _check_attention_against_twin(q, k, v, 0, rng)
+
+
+def test_attention_rejects_negative_offset():
+    x = np.ones((1, 2, 1, 4), np.float32)
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        K.attention_forward(x, x, x, 1.0, -1)
 
 
 def test_attention_rejects_mismatched_shapes():
@@ -116,22 +91,63 @@ def test_attention_rejects_mismatched_shapes():
 
 # ---------------------------------------------------------------- split GEMM
 
-@pytest.mark.parametrize("shape_a, shape_b", [((3, 100, 48), (48, 1000)), ((300, 200), (200, 90))])
-def test_split_gemm_matches_twin(shape_a, shape_b):
-    """Big enough that the GEMM is split into row blocks over the pool (when it has threads)."""
+def _layout(x, how):
+    """x with the same values in another memory layout: row-major, column-major with padded columns
+    (BLAS reads it as a transpose with a leading dimension past its rows), or strided (copied)."""
+    if how == "F":
+        padded = np.zeros((x.shape[1], x.shape[0] + 3), x.dtype)
+        padded[:, :x.shape[0]] = x.T
+        return padded[:, :x.shape[0]].T
+    if how == "strided":
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [
+    ((3, 100, 48), (48, 1000)),  # batch folded into rows, split by rows
+    ((300, 200), (200, 90)),
+    ((1, 384), (384, 1536)),  # one row: GEMV, split by columns
+    ((3, 64), (64, 1000)),  # few rows: GEMM split by columns
+])
+@pytest.mark.parametrize("layout_a, layout_b", [("C", "C"), ("F", "F"), ("strided", "C"), ("C", "strided")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_gemm_matches_twin(shape_a, shape_b, layout_a, layout_b, dtype):
+    """Big enough that the product is split over numba's threads, with operands BLAS reads directly
+    (row- or column-major) and ones it cannot (copied first)."""
     rng = np.random.default_rng(3)
-    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    a, b = rng.standard_normal(shape_a).astype(dtype), rng.standard_normal(shape_b).astype(dtype)
+    if len(shape_a) == 2:
+        a = _layout(a, layout_a)
+    b = _layout(b, layout_b)
     old = matmul_module.SPLIT_MIN_WORK
     matmul_module.SPLIT_MIN_WORK = 0
     try:
         out = K.matmul(a, b)
-        grad = rng.standard_normal(out.shape).astype(np.float32)
+        grad = rng.standard_normal(out.shape).astype(dtype)
         got = K.matmul_backward(a, b, grad)
     finally:
         matmul_module.SPLIT_MIN_WORK = old
-    np.testing.assert_allclose(out, K.matmul_reference(a, b), rtol=1e-5, atol=1e-4)
+    tol = _tol(dtype) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(out, K.matmul_reference(a, b), **tol)
     for g, w in zip(got, K.matmul_backward_reference(a, b, grad)):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(g, w, **(tol if dtype == np.float64 else dict(rtol=1e-5, atol=1e-3)))
+
+
+def test_kernels_fall_back_to_numpy_without_numpys_openblas(monkeypatch):
+    """With another BLAS behind numpy (no OpenBLAS addresses), matmul uses np.matmul and attention
+    its NumPy twin, with the same results."""
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal((2, 70, 2, 8)).astype(np.float32) for _ in range(3))
+    a, b = rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal((200, 90)).astype(np.float32)
+    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
+    fast = K.matmul(a, b), K.attention_forward(q, k, v, 0.3, 0)
+    monkeypatch.setattr(importlib.import_module("minigrad.kernels.blas"), "ADDRESS", {})
+    slow = K.matmul(a, b), K.attention_forward(q, k, v, 0.3, 0)
+    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-5, atol=1e-4)
+    for f, s in zip(fast[1], slow[1]):
+        np.testing.assert_allclose(f, s, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- rotary, relu²

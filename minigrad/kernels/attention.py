@@ -5,22 +5,20 @@ produce before the heads are transposed, so the attention of a model needs no co
 h reads key/value head h // (H / Hk) (grouped-query attention). Query i attends to keys
 j <= i + offset: offset 0 is PyTorch's top-left causal mask, offset >= Tk no mask at all.
 
-Why not NumPy: the scores of a head are a small GEMM (T x D x T), and a batch of them through
-OpenBLAS synchronises its threads once per matrix. On 2 busy cores that measured 40x slower than
-torch (each sync waits for a time slice). Here each thread owns whole heads, skips the masked
-half of the causal scores, and the mask, scale and softmax happen in the same sweep. The forward
-keeps the probabilities P (B, H, Tq, Tk) for backward (as PyTorch's CPU math path does).
+Each numba thread owns whole heads and calls numpy's single-threaded OpenBLAS on them in place
+(the row stride of a head is H * D, so no head is ever copied out). Queries go in blocks of
+BLOCK rows, and a block multiplies only the keys it can see: the causal half of the scores is
+never computed. The scale rides in the GEMM's alpha; mask and softmax happen in one sweep. The
+forward keeps the probabilities P (B, H, Tq, Tk) for backward, as PyTorch's CPU math path does.
+Without numpy's OpenBLAS (another BLAS build), the NumPy twins run instead.
 """
-import importlib
-
 import numpy as np
 from numba import njit, prange
 
-from .softmax import check_float, vexp
+from . import blas
+from .softmax import check_float, row_max, row_sum, vexp
 
-matmul_module = importlib.import_module(__package__ + ".matmul")  # its GEMM thread pool
-
-PARALLEL_MIN_WORK = 1 << 20  # score elements below which a prange launch did not pay off (524k: 1993 vs 2025 us)
+BLOCK = 64  # query rows per GEMM: 64 computes 62% of the full 256 x 256 scores (causal), 32 56% in 2x the calls
 
 
 def attention_forward_reference(q, k, v, scale, offset):
@@ -38,8 +36,9 @@ def attention_forward_reference(q, k, v, scale, offset):
     return (p @ vh).transpose(0, 2, 1, 3), p
 
 
-def attention_backward_reference(q, k, v, out, p, grad, scale):
-    """(dq, dk, dv) in the layouts of q, k and v, given out and P from the forward."""
+def attention_backward_reference(q, k, v, out, p, grad, scale, offset):
+    """(dq, dk, dv) in the layouts of q, k and v, given out and P from the forward (whose zeros
+    already carry the mask: offset is for the fast twin, which skips the keys a query cannot see)."""
     B, Tq, H, D = q.shape
     Hk = k.shape[2]
     qh, gh = q.transpose(0, 2, 1, 3), grad.transpose(0, 2, 1, 3)
@@ -55,63 +54,93 @@ def attention_backward_reference(q, k, v, out, p, grad, scale):
 
 
 @njit(cache=True)
-def _softmax_rows(s, scale, offset, bh):
-    """In place on the scores s (BH, Tq, Tk) of one (batch, head) pair: scale, mask keys j > i + offset,
-    softmax (masked entries become exact zeros)."""
-    Tq, Tk = s.shape[1], s.shape[2]
-    for i in range(Tq):
-        row = s[bh, i]
-        n = min(Tk, i + offset + 1)
-        m = row.dtype.type(-np.inf)
+def _visible(i, offset, Tk):
+    """Keys query row i sees."""
+    return min(Tk, i + offset + 1)
+
+
+@njit(cache=True)
+def _softmax_rows(p, i0, i1, offset):
+    """In place on rows i0..i1 of one pair's scaled scores p (Tq, Tk): mask keys j > i + offset, softmax
+    (masked entries become exact zeros). Each loop reads and writes one array: with two names for the
+    same row LLVM's alias check fails at run time and takes its scalar loop (4-6x slower)."""
+    for i in range(i0, i1):
+        n = _visible(i, offset, p.shape[1])
+        row = p[i, :n]
+        m = row_max(row)
         for j in range(n):
-            row[j] *= scale
-            m = row[j] if row[j] > m else m
-        total = 0.0
-        for j in range(n):
-            e = vexp(row[j] - m)
-            row[j] = e
-            total += e
-        inv = row.dtype.type(1.0 / total)
+            row[j] = vexp(row[j] - m)
+        inv = row.dtype.type(1.0 / row_sum(row))
         for j in range(n):
             row[j] *= inv
-        row[n:] = 0
-
-
-@njit(cache=True)
-def _softmax_backward_rows(p, dp, delta, scale, bh):
-    """In place: dp <- p * (dp - delta) * scale, the gradient of the scaled scores of one pair."""
-    for i in range(p.shape[1]):
-        d = delta[bh, i]
-        prow, drow = p[bh, i], dp[bh, i]
-        for j in range(p.shape[2]):
-            drow[j] = prow[j] * (drow[j] - d) * scale
-
-
-@njit(cache=True)
-def _softmax_serial(s, scale, offset):
-    for bh in range(s.shape[0]):
-        _softmax_rows(s, scale, offset, bh)
+        p[i, n:] = 0
 
 
 @njit(cache=True, parallel=True)
-def _softmax_parallel(s, scale, offset):
-    for bh in prange(s.shape[0]):
-        _softmax_rows(s, scale, offset, bh)
-
-
-@njit(cache=True)
-def _softmax_backward_serial(p, dp, delta, scale):
-    for bh in range(p.shape[0]):
-        _softmax_backward_rows(p, dp, delta, scale, bh)
+def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, out, p):
+    """q, k, v are addresses with element strides qs, ks, vs = (batch, time, head); out and p arrays."""
+    B, Tq, H, D = out.shape
+    item = out.itemsize
+    one, zero, scale = out.dtype.type(1), out.dtype.type(0), out.dtype.type(scale)
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        kh = h // (H // Hk)
+        qa = q + (b * qs[0] + h * qs[2]) * item  # &q[b, 0, h, 0]; rows qs[1] apart
+        ka, va = k + (b * ks[0] + kh * ks[2]) * item, v + (b * vs[0] + kh * vs[2]) * item
+        oa = out.ctypes.data + (b * Tq * H + h) * D * item
+        pa = p.ctypes.data + bh * Tq * Tk * item
+        for i0 in range(0, Tq, BLOCK):
+            i1 = min(Tq, i0 + BLOCK)
+            n = _visible(i1 - 1, offset, Tk)
+            rows_p = pa + i0 * Tk * item
+            blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, n, D, scale, qa + i0 * qs[1] * item, qs[1],
+                      ka, ks[1], zero, rows_p, Tk)  # S = scale Q K^T
+            _softmax_rows(p[b, h], i0, i1, offset)
+            blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, n, one, rows_p, Tk, va, vs[1], zero,
+                      oa + i0 * H * D * item, H * D)  # O = P V
 
 
 @njit(cache=True, parallel=True)
-def _softmax_backward_parallel(p, dp, delta, scale):
-    for bh in prange(p.shape[0]):
-        _softmax_backward_rows(p, dp, delta, scale, bh)
+def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, dq, dk, dv):
+    """q, k, v and the output's gradient g are addresses with element strides (batch, time, head);
+    p, delta = rowsum(g * out) (B, H, Tq) and the outputs are arrays. dk and dv must come in zeroed:
+    the query heads of a key/value head accumulate into them, so each iteration owns one (batch,
+    key/value head) pair and its group of query heads."""
+    B, Tq, H, D = dq.shape
+    Tk, Hk = dk.shape[1], dk.shape[2]
+    G = H // Hk
+    item = dq.itemsize
+    one, zero, scale = dq.dtype.type(1), dq.dtype.type(0), dq.dtype.type(scale)
+    for bkh in prange(B * Hk):
+        b, kh = bkh // Hk, bkh % Hk
+        ds = np.empty((Tq, Tk), dq.dtype)  # dP, then dS, of one query head
+        ka, va = k + (b * ks[0] + kh * ks[2]) * item, v + (b * vs[0] + kh * vs[2]) * item
+        dka = dk.ctypes.data + (b * Tk * Hk + kh) * D * item
+        dva = dv.ctypes.data + (b * Tk * Hk + kh) * D * item
+        for h in range(kh * G, (kh + 1) * G):
+            pa = p.ctypes.data + (b * H + h) * Tq * Tk * item
+            for i0 in range(0, Tq, BLOCK):
+                i1 = min(Tq, i0 + BLOCK)
+                n = _visible(i1 - 1, offset, Tk)
+                qa = q + (b * qs[0] + i0 * qs[1] + h * qs[2]) * item
+                ga = g + (b * gs[0] + i0 * gs[1] + h * gs[2]) * item
+                dqa = dq.ctypes.data + ((b * Tq + i0) * H + h) * D * item
+                rows_p, rows_ds = pa + i0 * Tk * item, ds.ctypes.data + i0 * Tk * item
+                blas.gemm(address, blas.TRANS, blas.NO_TRANS, n, D, i1 - i0, one, rows_p, Tk, ga, gs[1], one,
+                          dva, Hk * D)  # dV += P^T dO
+                blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, n, D, one, ga, gs[1], va, vs[1], zero,
+                          rows_ds, Tk)  # dP = dO V^T
+                for i in range(i0, i1):  # dS = P * (dP - delta) * scale
+                    d, prow, drow = delta[b, h, i], p[b, h, i], ds[i]
+                    for j in range(n):
+                        drow[j] = prow[j] * (drow[j] - d) * scale
+                blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, n, one, rows_ds, Tk, ka, ks[1],
+                          zero, dqa, H * D)  # dQ = dS K
+                blas.gemm(address, blas.TRANS, blas.NO_TRANS, n, D, i1 - i0, one, rows_ds, Tk, qa, qs[1], one,
+                          dka, Hk * D)  # dK += dS^T Q
 
 
-def _check(q, k, v):
+def _check(q, k, v, offset):
     for x in (q, k, v):
         check_float(x)
         if x.ndim != 4 or x.dtype != q.dtype:
@@ -119,71 +148,47 @@ def _check(q, k, v):
     B, Tq, H, D = q.shape
     if k.shape != v.shape or k.shape[0] != B or k.shape[3] != D or H % k.shape[2]:
         raise ValueError(f"attention shapes do not fit: q {q.shape}, k {k.shape}, v {v.shape}")
+    if offset < 0:
+        raise ValueError(f"attention offset must be >= 0 (every query sees key 0), got {offset}")
 
 
-def _parallel(n_elements):
-    import numba
-    return n_elements >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+def _address(q, k):
+    """The BLAS to call, or None when the NumPy twin must run (no numpy OpenBLAS, or nothing to do)."""
+    address = blas.ADDRESS.get(("gemm", q.dtype))
+    return None if q.size == 0 or k.size == 0 else address
 
 
-def _heads(x, hk):
-    """(B, T, H, D) -> (B, Hk, H/Hk, T, D) view: the query heads grouped under their key/value head."""
-    B, T, H, D = x.shape
-    return x.reshape(B, T, hk, H // hk, D).transpose(0, 2, 3, 1, 4)
-
-
-def _bmm(a, b):
-    """Batched a @ b (broadcast batch dims), the batch split over the GEMM pool's single-threaded BLAS
-    (np.matmul with multithreaded OpenBLAS synchronises once per small matrix)."""
-    if a.shape[:-2] == b.shape[:-2]:  # nothing to broadcast (no GQA grouping): skip NumPy's helpers
-        out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
-    else:
-        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), a.dtype)
-        a, b = np.broadcast_to(a, out.shape[:-2] + a.shape[-2:]), np.broadcast_to(b, out.shape[:-2] + b.shape[-2:])
-    n = out.shape[0]
-    if matmul_module._POOL is None or n < 2 or out.size * a.shape[-1] < matmul_module.SPLIT_MIN_WORK:
-        return np.matmul(a, b, out=out)
-    parts = min(n, matmul_module.GEMM_THREADS)
-    bounds = [n * i // parts for i in range(parts + 1)]  # np.linspace's bounds, without its ~10 us
-    # the last block runs on this thread, which would otherwise only wait (one hand-off fewer)
-    jobs = [matmul_module._POOL.submit(np.matmul, a[s:e], b[s:e], out=out[s:e])
-            for s, e in zip(bounds[:-2], bounds[1:-1])]
-    np.matmul(a[bounds[-2]:], b[bounds[-2]:], out=out[bounds[-2]:])
-    for job in jobs:
-        job.result()
-    return out
+def _strided(x):
+    """(x, its address, element strides (batch, time, head)): x itself when each row of a head is
+    contiguous (a KV cache's (B, H, T, D) storage seen as (B, T, H, D) is), else a C-contiguous copy."""
+    item = x.itemsize
+    if x.strides[3] != item or any(st % item or st < 0 for st in x.strides):
+        x = np.ascontiguousarray(x)
+    return x, x.ctypes.data, tuple(st // item for st in x.strides[:3])
 
 
 def attention_forward(q, k, v, scale, offset):
-    """Fast twin of attention_forward_reference: two batched GEMMs around a fused scale/mask/softmax."""
-    _check(q, k, v)
+    """Fast twin of attention_forward_reference."""
+    _check(q, k, v, offset)
+    address = _address(q, k)
+    if address is None:
+        return attention_forward_reference(q, k, v, scale, offset)
+    (q, *qa), (k, *ka), (v, *va) = (_strided(x) for x in (q, k, v))
     B, Tq, H, D = q.shape
-    Tk, Hk = k.shape[1], k.shape[2]
-    qg = _heads(q, Hk)  # (B, Hk, G, Tq, D)
-    kg, vg = (x.transpose(0, 2, 1, 3)[:, :, None] for x in (k, v))  # (B, Hk, 1, Tk, D)
-    s = _bmm(qg, kg.swapaxes(-1, -2))  # (B, Hk, G, Tq, Tk) scores
-    rows = s.reshape(B * H, Tq, Tk)
-    kernel = _softmax_parallel if _parallel(s.size) else _softmax_serial
-    kernel(rows, q.dtype.type(scale), np.int64(offset))
-    out = _bmm(s, vg)  # (B, Hk, G, Tq, D)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2, 4)).reshape(B, Tq, H, D), s.reshape(B, H, Tq, Tk)
+    out = np.empty((B, Tq, H, D), q.dtype)
+    p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
+    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, offset, out, p)
+    return out, p
 
 
-def attention_backward(q, k, v, out, p, grad, scale):
-    """Fast twin of attention_backward_reference: five batched GEMMs and a fused softmax backward."""
-    _check(q, k, v)
-    B, Tq, H, D = q.shape
-    Tk, Hk = k.shape[1], k.shape[2]
-    G = H // Hk
-    pg = p.reshape(B, Hk, G, Tq, Tk)
-    gg, qg = _heads(grad, Hk), _heads(q, Hk)
-    kg, vg = (x.transpose(0, 2, 1, 3)[:, :, None] for x in (k, v))
-    dv = _bmm(pg.swapaxes(-1, -2), gg).sum(2)  # (B, Hk, Tk, D)
-    dp = _bmm(gg, vg.swapaxes(-1, -2))  # (B, Hk, G, Tq, Tk)
-    delta = np.einsum("bthd,bthd->bht", grad, out).reshape(B * H, Tq)
-    kernel = _softmax_backward_parallel if _parallel(dp.size) else _softmax_backward_serial
-    kernel(p.reshape(B * H, Tq, Tk), dp.reshape(B * H, Tq, Tk), np.ascontiguousarray(delta), q.dtype.type(scale))
-    dq = _bmm(dp, kg)  # (B, Hk, G, Tq, D)
-    dk = _bmm(dp.swapaxes(-1, -2), qg).sum(2)  # (B, Hk, Tk, D)
-    return (np.ascontiguousarray(dq.transpose(0, 3, 1, 2, 4)).reshape(B, Tq, H, D),
-            np.ascontiguousarray(dk.transpose(0, 2, 1, 3)), np.ascontiguousarray(dv.transpose(0, 2, 1, 3)))
+def attention_backward(q, k, v, out, p, grad, scale, offset):
+    """Fast twin of attention_backward_reference."""
+    _check(q, k, v, offset)
+    address = _address(q, k)
+    if address is None:
+        return attention_backward_reference(q, k, v, out, p, grad, scale, offset)
+    (q, *qa), (k, *ka), (v, *va), (grad, *ga) = (_strided(x) for x in (q, k, v, grad))
+    delta = np.ascontiguousarray(np.einsum("bthd,bthd->bht", grad, out))
+    dq, dk, dv = np.empty(q.shape, q.dtype), np.zeros(k.shape, k.dtype), np.zeros(v.shape, v.dtype)
+    _backward(address, *qa, *ka, *va, *ga, np.ascontiguousarray(p), delta, scale, offset, dq, dk, dv)
+    return dq, dk, dv

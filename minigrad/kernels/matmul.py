@@ -1,64 +1,74 @@
 """Batched matrix multiply and its backward pass.
 
-Every path ends in numpy's BLAS (OpenBLAS): a hand-written numba loop is ~3x
-slower, and numba's own np.dot goes through SciPy's separate OpenBLAS whose
-thread pool then competes with numpy's. Measured on 2 cores (see
-benchmarks/bench_kernels.py): folding the batch of `a` into rows when `b` is
-2-D (one big GEMM instead of one per batch entry) beats `a @ b`, and the
-weight gradient of that case becomes a single GEMM with no batch reduction.
-For batch-vs-batch products numpy's own per-matrix GEMM loop measured faster
-than a numba prange over np.dot (which oversubscribes the BLAS threads), so
-those go straight to np.matmul.
+Every path ends in numpy's own OpenBLAS (a hand-written numba loop is ~3x slower). Folding the
+batch of `a` into rows when `b` is 2-D makes one big GEMM instead of one per batch entry, and the
+weight gradient of that case a single GEMM with no batch reduction. A big 2-D product is split
+over numba's threads (see blas.py for why not OpenBLAS's own): on 2 cores that took the model's
+GEMMs from 146 to 260-290 GFLOP/s and a decoding step's GEMV (384 x 1536) from 48 to 22 us.
+Batch-vs-batch products go straight to np.matmul.
 """
-import ctypes
-import glob
-import os
-from concurrent.futures import ThreadPoolExecutor
-
+import numba
 import numpy as np
+from numba import njit, prange
+
+from . import blas
+
+SPLIT_MIN_WORK = 1 << 18  # rows * cols * inner below which one thread does the whole product
 
 
-def _openblas():
-    """numpy's bundled OpenBLAS through ctypes, or None when this numpy links another BLAS."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    return get, set_
-    return None
+@njit(cache=True)
+def _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows):
+    """Block `part` of `parts` of C (m x n, C-contiguous) = op(A) op(B): a band of rows of C, or of
+    columns when C has too few rows to share."""
+    if by_rows:
+        s, e = m * part // parts, m * (part + 1) // parts
+        a_off = s * (lda if trans_a == blas.NO_TRANS else 1)
+        blas.gemm(address, trans_a, trans_b, e - s, n, k, alpha, a + a_off * item, lda, b, ldb, beta,
+                  c + s * n * item, n)
+    else:
+        s, e = n * part // parts, n * (part + 1) // parts
+        b_off = s * (1 if trans_b == blas.NO_TRANS else ldb)
+        blas.gemm(address, trans_a, trans_b, m, e - s, k, alpha, a, lda, b + b_off * item, ldb, beta,
+                  c + s * item, n)
 
 
-# OpenBLAS's own threads synchronise inside each GEMM; on 2 busy cores that made the weight
-# gradients' shape (384 x 2048 @ 2048 x 384) 6-10x slower with 2 threads than with 1 (47 ms vs
-# 4-8 ms; torch: 8 ms). So OpenBLAS runs single-threaded and a big GEMM is split into row blocks,
-# one per thread of this pool (same thread count OpenBLAS had): each block is an independent
-# single-threaded GEMM, with no synchronisation until the end.
-_BLAS = _openblas()
-GEMM_THREADS = 1
-if _BLAS is not None:
-    GEMM_THREADS = max(1, _BLAS[0]())
-    _BLAS[1](1)
-_POOL = ThreadPoolExecutor(GEMM_THREADS) if GEMM_THREADS > 1 else None
-SPLIT_MIN_WORK = 1 << 22  # rows * cols * inner below which one thread does the whole GEMM
+@njit(cache=True)
+def _gemv_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows):
+    """The same for a single row (m = 1) through GEMV, which streams B once (GEMM would pack it first):
+    c = op(B)ᵀ a, its columns split over the parts."""
+    s, e = n * part // parts, n * (part + 1) // parts
+    incx = 1 if trans_a == blas.NO_TRANS else lda
+    if trans_b == blas.NO_TRANS:  # B is k x n: c = Bᵀ a
+        blas.gemv(address, blas.TRANS, k, e - s, alpha, b + s * item, ldb, a, incx, beta, c + s * item, 1)
+    else:  # B is stored as its n x k transpose: c = B_stored a
+        blas.gemv(address, blas.NO_TRANS, e - s, k, alpha, b + s * ldb * item, ldb, a, incx, beta, c + s * item, 1)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_split(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, parts, by_rows):
+    for part in prange(parts):
+        if m == 1:
+            _gemv_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, False)
+        else:
+            _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows)
 
 
 def _gemm(a, b):
-    """2-D a @ b, split by rows of the output over the GEMM pool when it is big enough. (A product of
-    a few rows, a decoding step, stays on one thread: split by columns it measured 1.6-12x slower.)"""
-    rows = a.shape[0]
-    if _POOL is None or rows < 2 * 16 or rows * a.shape[1] * b.shape[1] < SPLIT_MIN_WORK:
+    """2-D a @ b. A small product goes straight to np.matmul (numpy's OpenBLAS behind ~1.5 us of
+    overhead); a big one is split into row bands (column bands when it has few rows, a decoding
+    step's GEMV) over numba's threads, each band one single-threaded BLAS call."""
+    (m, k), n = a.shape, b.shape[1]
+    threads = numba.get_num_threads()
+    by_rows = m >= 16 * threads
+    if (threads == 1 or m * n * k < SPLIT_MIN_WORK or b.dtype != a.dtype or (not by_rows and n < 64 * threads)
+            or ("gemm", a.dtype) not in blas.ADDRESS):
         return np.matmul(a, b)
-    out = np.empty((rows, b.shape[1]), np.result_type(a, b))
-    bounds = [rows * i // GEMM_THREADS for i in range(GEMM_THREADS + 1)]  # as np.linspace's, without its ~10 us
-    # the last block runs on this thread, which would otherwise only wait (one hand-off fewer)
-    jobs = [_POOL.submit(np.matmul, a[s:e], b, out=out[s:e]) for s, e in zip(bounds[:-2], bounds[1:-1])]
-    np.matmul(a[bounds[-2]:], b, out=out[bounds[-2]:])
-    for job in jobs:
-        job.result()
+    a, trans_a, lda = blas.operand(a)
+    b, trans_b, ldb = blas.operand(b)
+    out = np.empty((m, n), a.dtype)
+    address = blas.ADDRESS["gemv" if m == 1 else "gemm", a.dtype]
+    _gemm_split(address, trans_a, trans_b, m, n, k, a.ctypes.data, lda, b.ctypes.data, ldb, out.ctypes.data,
+                a.itemsize, a.dtype.type(1), a.dtype.type(0), threads, by_rows)
     return out
 
 

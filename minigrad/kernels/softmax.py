@@ -16,14 +16,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-# OpenMP workers spin after each prange and steal the core OpenBLAS's threads
-# need next (on a loaded 2-core box softmax ran 3-4x slower under the omp layer
-# than under workqueue, and the surrounding GEMMs slowed too). workqueue threads
-# sleep instead. It cannot take concurrent launches, but these kernels hold the
-# GIL, so launches are serialised. Takes effect only before the first prange
-# launch in the process and never overrides an explicit NUMBA_THREADING_LAYER.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from . import blas  # noqa: F401  (chooses numba's threading layer before any kernel launches)
 
 
 def softmax_reference(x):
