@@ -8,10 +8,10 @@ from numba import njit, prange
 
 from .softmax import check_float, pick
 
-# where a prange launch paid off on 2 cores: rotary from ~0.5M elements (786k: serial 790 us,
-# parallel 508 us); relu², a pure stream, not even at 3M (913 vs 1273 us), so only far beyond
-ROTARY_PARALLEL_MIN = 1 << 19
-RELU2_PARALLEL_MIN = 1 << 23
+# where an OpenMP prange launch paid off on 2 cores: rotary from ~16k elements (131k: serial 208 us,
+# parallel 48 us); relu², a pure stream, from ~0.5M (786k: 216 vs 169 us; 131k: 11 vs 30 us)
+ROTARY_PARALLEL_MIN = 1 << 14
+RELU2_PARALLEL_MIN = 1 << 19
 
 
 def rotary_reference(x, cos, sin):

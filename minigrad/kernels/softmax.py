@@ -250,10 +250,9 @@ def _log_softmax_backward_parallel(y, g, out):
         _log_softmax_backward_row(y[i], g[i], out[i])
 
 
-# A workqueue launch costs ~20 us; serial softmax runs ~1.2 us per 1k float32
-# elements. On 2 cores parallel broke even near 64k elements when idle and not
-# below 256k when the box was loaded, so 128k is the compromise.
-PARALLEL_MIN_ELEMENTS = 1 << 17
+# An OpenMP launch costs ~2 us (blas.py); on 2 cores the fused cross-entropy ran
+# 59 us serial vs 35 us parallel at 32k elements (128 x 256), 366 vs 159 at 256k.
+PARALLEL_MIN_ELEMENTS = 1 << 14
 
 
 def pick(serial, parallel, n_elements, min_elements=None):
