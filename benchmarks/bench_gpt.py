@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from minigrad import Tensor, no_grad  # noqa: E402
+from minigrad import no_grad  # noqa: E402
 from minigrad.optim import AdamW  # noqa: E402
 from nanochat.engine import KVCache  # noqa: E402
 from nanochat.gpt import GPT, GPTConfig  # noqa: E402
@@ -186,7 +186,7 @@ def peak_memory(side, size, threads):
 
 def gemm_peak(n=2048, repeats=5):
     """Measured float32 GEMM throughput (FLOP/s) of minigrad's matmul (numpy's OpenBLAS, split over
-    its GEMM threads) and of torch (MKL); the larger is the peak."""
+    numba's threads) and of torch (MKL); the larger is the peak."""
     from minigrad import kernels
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     ta = torch.from_numpy(a)

@@ -1,6 +1,9 @@
 """Fused kernels against their NumPy twins, the twins against torch, and the fused Functions
 end to end (values and gradients) against torch."""
+import hashlib
 import importlib
+import multiprocessing
+import sys
 
 import numpy as np
 import pytest
@@ -427,3 +430,29 @@ def test_momentum_update_matches_twin_bitwise(monkeypatch, parallel_min, dtype, 
     # torch.lerp's form, to rounding (torch's vectorised lerp may fuse its multiply-add)
     tb = torch.tensor(buf).lerp_(torch.tensor(g), 1 - momentum)
     np.testing.assert_allclose(b2, tb.numpy(), rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-7 if dtype == np.float32 else 1e-15)
+
+
+def _parallel_kernel_results():
+    """Digests of a split GEMM and a parallel RMSNorm (small to send through a pipe)."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((512, 512)).astype(np.float32)
+    x = rng.standard_normal((4096, 64)).astype(np.float32)
+    return [hashlib.sha256(r.tobytes()).hexdigest() for r in (K.matmul(a, a), K.rms_norm(x, 1e-6)[0])]
+
+
+def _parallel_kernels_in_child(queue):
+    queue.put(_parallel_kernel_results())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is Linux's default")
+def test_parallel_kernels_survive_fork():
+    """A multiprocessing child forked after the parent ran parallel kernels can run them too (under
+    GNU OpenMP, numba terminates such a child; the TBB layer does not)."""
+    want = _parallel_kernel_results()  # parallel regions in the parent first
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_parallel_kernels_in_child, args=(queue,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert queue.get(timeout=10) == want

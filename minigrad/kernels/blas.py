@@ -1,28 +1,25 @@
 """numpy's own OpenBLAS, called from inside numba kernels, and how the kernels share the CPU's threads.
 
-One pool of threads does everything: numba's parallel regions, under the OpenMP threading layer.
-OpenBLAS runs single-threaded inside them, so a GEMM big enough to split is cut into blocks, one
-per thread, each an independent single-threaded BLAS call. Measured on a 2-core VM:
-- a numba launch under the workqueue layer cost 156 us (its sleeping thread is woken through the
-  hypervisor), under OpenMP 1.6 us (its workers spin for a moment between regions);
+One pool of threads does everything: numba's parallel regions, under numba's TBB threading layer
+(the `tbb` dependency; OpenMP where TBB is missing). OpenBLAS runs single-threaded inside them, so a
+GEMM big enough to split is cut into blocks, one per thread, each an independent single-threaded
+BLAS call. Measured on a 2-core VM:
+- a numba launch cost 1.5 us under TBB, 1.6 us under OpenMP and 156 us under workqueue (its
+  sleeping thread is woken through the hypervisor). TBB is also fork-safe: after GNU OpenMP has
+  run, numba terminates a forked child (multiprocessing's default start method on Linux);
 - OpenBLAS's own threads and a second spinning pool fight over the same two cores, and a batch of
   small GEMMs synchronises OpenBLAS's threads once per matrix.
-`gemm` calls cblas_?gemm through its address, passed in as an argument: an address baked into
+`gemm` and `gemv` call cblas through an address passed in as an argument: an address baked into
 the code would break numba's on-disk cache in the next process.
 """
 import ctypes
 import glob
 import os
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
-
-# Takes effect before the first parallel launch in the process; never overrides the user's choice.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 NO_TRANS, TRANS = 111, 112  # CBLAS_TRANSPOSE
 _ROW_MAJOR = 101

@@ -8,15 +8,12 @@ vectorises them without fastmath flags that would change inf/NaN behaviour.
 Row sums accumulate in float64, so float32 results are at least as accurate
 as the twin's float32 pairwise sums.
 """
-import os
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
-
-from . import blas  # noqa: F401  (chooses numba's threading layer before any kernel launches)
 
 
 def softmax_reference(x):
