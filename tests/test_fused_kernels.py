@@ -80,6 +80,56 @@ def test_attention_takes_non_contiguous_inputs():
     _check_attention_against_twin(q, k, v, 0, rng)
 
 
+def _misaligned(x):
+    """x's values in a buffer that starts one byte past an aligned address."""
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    y = np.frombuffer(raw.data, x.dtype, x.size, offset=1).reshape(x.shape)
+    y[...] = x
+    return y
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: np.broadcast_to(x[:, :1], x.shape),  # time stride 0: BLAS rejects a leading dim < D
+    lambda x: x[:, ::-1],  # negative time stride
+    lambda x: x[:, :1],  # one position: its stride is never stepped
+    _misaligned,
+])
+def test_attention_takes_any_layout_of_keys_and_queries(make):
+    """Layouts BLAS cannot read in place are copied first: before, a time stride below D made
+    OpenBLAS skip its call and left uninitialised memory in the output."""
+    rng = np.random.default_rng(8)
+    q, k, v = (make(rng.standard_normal((2, 5, 4, 8)).astype(np.float32)) for _ in range(3))
+    _check_attention_against_twin(q, k, v, 0, rng)
+
+
+def test_attention_ignores_offsets_past_the_keys():
+    rng = np.random.default_rng(9)
+    q = rng.standard_normal((1, 3, 2, 4)).astype(np.float32)
+    _check_attention_against_twin(q, q, q, 2**63 - 1, rng)  # i + offset + 1 would overflow int64
+
+
+@pytest.mark.parametrize("bad", ["grad dtype", "p dtype", "p shape", "out shape"])
+def test_attention_backward_rejects_mismatched_operands(bad):
+    """A float32 grad for float64 q (or a P of another shape) once made the kernel read out of
+    bounds; it is refused with the operand named."""
+    rng = np.random.default_rng(10)
+    q = rng.standard_normal((2, 70, 2, 8))
+    out, p = K.attention_forward(q, q, q, 0.3, 0)
+    grad = rng.standard_normal(out.shape)
+    if bad == "grad dtype":
+        grad = grad.astype(np.float32)
+    elif bad == "p dtype":
+        p = p.astype(np.float32)
+    elif bad == "p shape":
+        p = p[:, :, :8]
+    else:
+        out = out[:, :8]
+    name = bad.split()[0]
+    for backward in (K.attention_backward, K.attention_backward_reference):
+        with pytest.raises(ValueError, match=f"attention_backward {name} must be"):
+            backward(q, q, q, out, p, grad, 0.3, 0)
+
+
 def test_attention_rejects_negative_offset():
     x = np.ones((1, 2, 1, 4), np.float32)
     with pytest.raises(ValueError, match="offset must be >= 0"):
@@ -136,6 +186,21 @@ def test_split_gemm_matches_twin(shape_a, shape_b, layout_a, layout_b, dtype):
     np.testing.assert_allclose(out, K.matmul_reference(a, b), **tol)
     for g, w in zip(got, K.matmul_backward_reference(a, b, grad)):
         np.testing.assert_allclose(g, w, **(tol if dtype == np.float64 else dict(rtol=1e-5, atol=1e-3)))
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((1, 0), (0, 300)), ((40, 0), (0, 300))])
+def test_split_gemm_with_empty_inner_dimension_is_zero(monkeypatch, shape_a, shape_b):
+    """k = 0: GEMV returns early without writing y, so the product must not reach it."""
+    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
+    out = K.matmul(np.zeros(shape_a, np.float32), np.zeros(shape_b, np.float32))
+    np.testing.assert_array_equal(out, np.zeros((shape_a[0], shape_b[1]), np.float32))
+
+
+def test_split_gemm_takes_misaligned_operands(monkeypatch):
+    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((64, 48)).astype(np.float32), rng.standard_normal((48, 200)).astype(np.float32)
+    np.testing.assert_allclose(K.matmul(_misaligned(a), _misaligned(b)), a @ b, rtol=1e-5, atol=1e-4)
 
 
 def test_kernels_fall_back_to_numpy_without_numpys_openblas(monkeypatch):

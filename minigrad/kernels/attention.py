@@ -29,7 +29,7 @@ def attention_forward_reference(q, k, v, scale, offset):
     kh = np.repeat(k.transpose(0, 2, 1, 3), H // Hk, axis=1)
     vh = np.repeat(v.transpose(0, 2, 1, 3), H // Hk, axis=1)
     scores = (qh @ kh.swapaxes(-1, -2)) * q.dtype.type(scale)
-    visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + offset
+    visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + min(offset, Tk)  # min: no int64 overflow
     scores = np.where(visible, scores, -np.inf)
     p = np.exp(scores - scores.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
@@ -39,6 +39,7 @@ def attention_forward_reference(q, k, v, scale, offset):
 def attention_backward_reference(q, k, v, out, p, grad, scale, offset):
     """(dq, dk, dv) in the layouts of q, k and v, given out and P from the forward (whose zeros
     already carry the mask: offset is for the fast twin, which skips the keys a query cannot see)."""
+    _check_backward(q, k, out, p, grad)
     B, Tq, H, D = q.shape
     Hk = k.shape[2]
     qh, gh = q.transpose(0, 2, 1, 3), grad.transpose(0, 2, 1, 3)
@@ -152,6 +153,13 @@ def _check(q, k, v, offset):
         raise ValueError(f"attention offset must be >= 0 (every query sees key 0), got {offset}")
 
 
+def _check_backward(q, k, out, p, grad):
+    B, Tq, H, _ = q.shape
+    for name, x, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("p", p, (B, H, Tq, k.shape[1]))):
+        if x.shape != shape or x.dtype != q.dtype:
+            raise ValueError(f"attention_backward {name} must be {q.dtype} of shape {shape}, got {x.dtype} {x.shape}")
+
+
 def _address(q, k):
     """The BLAS to call, or None when the NumPy twin must run (no numpy OpenBLAS, or nothing to do)."""
     address = blas.ADDRESS.get(("gemm", q.dtype))
@@ -159,12 +167,18 @@ def _address(q, k):
 
 
 def _strided(x):
-    """(x, its address, element strides (batch, time, head)): x itself when each row of a head is
-    contiguous (a KV cache's (B, H, T, D) storage seen as (B, T, H, D) is), else a C-contiguous copy."""
+    """(x, its address, element strides (batch, time, head)) as BLAS reads each head: rows of D
+    contiguous elements at least D apart, aligned. x itself when it already is (a KV cache's
+    (B, H, T, D) storage seen as (B, T, H, D) is), else a fresh C-contiguous copy."""
+    _, T, _, D = x.shape
     item = x.itemsize
-    if x.strides[3] != item or any(st % item or st < 0 for st in x.strides):
-        x = np.ascontiguousarray(x)
-    return x, x.ctypes.data, tuple(st // item for st in x.strides[:3])
+    readable = (x.flags.aligned and (D == 1 or x.strides[3] == item) and (T == 1 or x.strides[1] >= D * item)
+                and all(st >= 0 and st % item == 0 for st in x.strides))
+    if not readable:
+        x = np.array(x, order="C")  # a new array: canonical strides, size-1 axes included
+    strides = [st // item for st in x.strides[:3]]
+    strides[1] = max(strides[1], D)  # a single row's stride is never stepped, but BLAS checks ld >= D
+    return x, x.ctypes.data, tuple(strides)
 
 
 def attention_forward(q, k, v, scale, offset):
@@ -177,18 +191,20 @@ def attention_forward(q, k, v, scale, offset):
     B, Tq, H, D = q.shape
     out = np.empty((B, Tq, H, D), q.dtype)
     p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
-    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, offset, out, p)
+    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]), out, p)
     return out, p
 
 
 def attention_backward(q, k, v, out, p, grad, scale, offset):
     """Fast twin of attention_backward_reference."""
     _check(q, k, v, offset)
+    _check_backward(q, k, out, p, grad)
     address = _address(q, k)
     if address is None:
         return attention_backward_reference(q, k, v, out, p, grad, scale, offset)
     (q, *qa), (k, *ka), (v, *va), (grad, *ga) = (_strided(x) for x in (q, k, v, grad))
     delta = np.ascontiguousarray(np.einsum("bthd,bthd->bht", grad, out))
     dq, dk, dv = np.empty(q.shape, q.dtype), np.zeros(k.shape, k.dtype), np.zeros(v.shape, v.dtype)
-    _backward(address, *qa, *ka, *va, *ga, np.ascontiguousarray(p), delta, scale, offset, dq, dk, dv)
+    _backward(address, *qa, *ka, *va, *ga, np.ascontiguousarray(p), delta, scale, min(offset, k.shape[1]),
+              dq, dk, dv)
     return dq, dk, dv

@@ -31,7 +31,10 @@ def _openblas():
     uses np.matmul and attention its NumPy twin)."""
     pattern = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas64*")
     for path in glob.glob(pattern):
-        lib = ctypes.CDLL(path)
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:  # a file we cannot load is not the BLAS numpy uses
+            continue
         for blas, ctl in (("scipy_cblas_", "scipy_openblas_"), ("cblas_", "openblas_")):
             names = {(routine, np.dtype(dtype)): f"{blas}{letter}{routine}64_"
                      for routine in ("gemm", "gemv") for letter, dtype in (("s", np.float32), ("d", np.float64))}
@@ -93,13 +96,13 @@ def gemv(address, trans, m, n, alpha, a, lda, x, incx, beta, y, incy):
 
 def operand(x):
     """(x, trans, ld): x as BLAS reads it, row-major with leading dimension ld (trans NO_TRANS) or
-    its transpose (TRANS); copied only when neither stride is the element size."""
+    its transpose (TRANS); copied only when neither stride is the element size, or x is misaligned."""
     rows, cols = x.shape
     item = x.itemsize
     s0, s1 = x.strides
-    if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(1, cols):
-        return x, NO_TRANS, s0 // item
-    if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(1, rows):
-        return x, TRANS, s1 // item
-    x = np.ascontiguousarray(x)
-    return x, NO_TRANS, max(1, cols)
+    if x.flags.aligned:
+        if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(1, cols):
+            return x, NO_TRANS, s0 // item
+        if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(1, rows):
+            return x, TRANS, s1 // item
+    return np.array(x, order="C"), NO_TRANS, max(1, cols)  # always a fresh, aligned copy

@@ -60,8 +60,8 @@ def _gemm(a, b):
     (m, k), n = a.shape, b.shape[1]
     threads = numba.get_num_threads()
     by_rows = m >= 16 * threads
-    if (threads == 1 or m * n * k < SPLIT_MIN_WORK or b.dtype != a.dtype or (not by_rows and n < 64 * threads)
-            or ("gemm", a.dtype) not in blas.ADDRESS):
+    if (threads == 1 or m * n * k < SPLIT_MIN_WORK or m * n * k == 0 or b.dtype != a.dtype
+            or (not by_rows and n < 64 * threads) or ("gemm", a.dtype) not in blas.ADDRESS):
         return np.matmul(a, b)
     a, trans_a, lda = blas.operand(a)
     b, trans_b, ldb = blas.operand(b)
