@@ -144,6 +144,13 @@ def test_attention_rejects_mismatched_shapes():
 
 # ---------------------------------------------------------------- split GEMM
 
+@pytest.fixture
+def split_every_product(monkeypatch):
+    """Products of any size take the split path over numba's threads (when there are several)."""
+    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
+    monkeypatch.setattr(matmul_module, "GEMV_SPLIT_MIN_WORK", 0)
+
+
 def _layout(x, how):
     """x with the same values in another memory layout: row-major, column-major with padded columns
     (BLAS reads it as a transpose with a leading dimension past its rows), or strided (copied)."""
@@ -166,7 +173,7 @@ def _layout(x, how):
 ])
 @pytest.mark.parametrize("layout_a, layout_b", [("C", "C"), ("F", "F"), ("strided", "C"), ("C", "strided")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_split_gemm_matches_twin(shape_a, shape_b, layout_a, layout_b, dtype):
+def test_split_gemm_matches_twin(split_every_product, shape_a, shape_b, layout_a, layout_b, dtype):
     """Big enough that the product is split over numba's threads, with operands BLAS reads directly
     (row- or column-major) and ones it cannot (copied first)."""
     rng = np.random.default_rng(3)
@@ -174,14 +181,9 @@ def test_split_gemm_matches_twin(shape_a, shape_b, layout_a, layout_b, dtype):
     if len(shape_a) == 2:
         a = _layout(a, layout_a)
     b = _layout(b, layout_b)
-    old = matmul_module.SPLIT_MIN_WORK
-    matmul_module.SPLIT_MIN_WORK = 0
-    try:
-        out = K.matmul(a, b)
-        grad = rng.standard_normal(out.shape).astype(dtype)
-        got = K.matmul_backward(a, b, grad)
-    finally:
-        matmul_module.SPLIT_MIN_WORK = old
+    out = K.matmul(a, b)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    got = K.matmul_backward(a, b, grad)
     tol = _tol(dtype) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(out, K.matmul_reference(a, b), **tol)
     for g, w in zip(got, K.matmul_backward_reference(a, b, grad)):
@@ -189,15 +191,13 @@ def test_split_gemm_matches_twin(shape_a, shape_b, layout_a, layout_b, dtype):
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [((1, 0), (0, 300)), ((40, 0), (0, 300))])
-def test_split_gemm_with_empty_inner_dimension_is_zero(monkeypatch, shape_a, shape_b):
+def test_split_gemm_with_empty_inner_dimension_is_zero(split_every_product, shape_a, shape_b):
     """k = 0: GEMV returns early without writing y, so the product must not reach it."""
-    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
     out = K.matmul(np.zeros(shape_a, np.float32), np.zeros(shape_b, np.float32))
     np.testing.assert_array_equal(out, np.zeros((shape_a[0], shape_b[1]), np.float32))
 
 
-def test_split_gemm_takes_misaligned_operands(monkeypatch):
-    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
+def test_split_gemm_takes_misaligned_operands(split_every_product):
     rng = np.random.default_rng(11)
     a, b = rng.standard_normal((64, 48)).astype(np.float32), rng.standard_normal((48, 200)).astype(np.float32)
     np.testing.assert_allclose(K.matmul(_misaligned(a), _misaligned(b)), a @ b, rtol=1e-5, atol=1e-4)
@@ -209,7 +209,7 @@ def test_kernels_fall_back_to_numpy_without_numpys_openblas(monkeypatch):
     rng = np.random.default_rng(6)
     q, k, v = (rng.standard_normal((2, 70, 2, 8)).astype(np.float32) for _ in range(3))
     a, b = rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal((200, 90)).astype(np.float32)
-    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)
+    monkeypatch.setattr(matmul_module, "SPLIT_MIN_WORK", 0)  # the split path, had it an address
     fast = K.matmul(a, b), K.attention_forward(q, k, v, 0.3, 0)
     monkeypatch.setattr(importlib.import_module("minigrad.kernels.blas"), "ADDRESS", {})
     slow = K.matmul(a, b), K.attention_forward(q, k, v, 0.3, 0)
