@@ -4,7 +4,7 @@ Every path ends in numpy's own OpenBLAS (a hand-written numba loop is ~3x slower
 batch of `a` into rows when `b` is 2-D makes one big GEMM instead of one per batch entry, and the
 weight gradient of that case a single GEMM with no batch reduction. A big 2-D product is split
 over numba's threads (see blas.py for why not OpenBLAS's own): on 2 cores that took the model's
-GEMMs from 146 to 260-290 GFLOP/s and a decoding step's GEMV (384 x 1536) from 48 to 22 us.
+GEMMs from 146 to 260-290 GFLOP/s and a decoding step's GEMV (384 x 1536) from 54 to 28 us.
 Batch-vs-batch products go straight to np.matmul.
 """
 import numba
@@ -16,7 +16,8 @@ from . import blas
 SPLIT_MIN_WORK = 1 << 18  # rows * cols * inner below which one thread does the whole product
 # A decoding step's GEMV streams its weight from L3 (a model's weights do not stay in L2 between
 # tokens), so two threads pay off sooner than in a warm loop: decode of the small benchmark model
-# ran 344 tok/s at 1 << 18 and 361 at 1 << 16, while the tiny one lost from 1180 to 1141 there.
+# ran 344 tok/s at 1 << 18, 356 at 1 << 17 and 361 at 1 << 16, where the tiny one's 128 x 512 GEMVs
+# would split too and it lost (1180 -> 1141 tok/s).
 GEMV_SPLIT_MIN_WORK = 1 << 17
 
 
@@ -37,7 +38,7 @@ def _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alp
 
 
 @njit(cache=True)
-def _gemv_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows):
+def _gemv_block(address, trans_a, trans_b, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts):
     """The same for a single row (m = 1) through GEMV, which streams B once (GEMM would pack it first):
     c = op(B)ᵀ a, its columns split over the parts."""
     s, e = n * part // parts, n * (part + 1) // parts
@@ -52,7 +53,7 @@ def _gemv_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alp
 def _gemm_split(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, parts, by_rows):
     for part in prange(parts):
         if m == 1:
-            _gemv_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, False)
+            _gemv_block(address, trans_a, trans_b, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts)
         else:
             _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows)
 
