@@ -2,12 +2,12 @@
 
 forward receives ndarrays and returns the output ndarray; backward receives the output's
 gradient and returns one gradient per input (None where the input needs none). A gradient
-may keep the broadcast shape: the engine sums it back to the input's shape (tensor.unbroadcast).
+may keep the broadcast shape: the engine sums it back to the input's shape (_shapes.unbroadcast).
 """
 import numpy as np
 
 from minigrad import kernels
-from minigrad.tensor import Function
+from minigrad._tensor import Function
 
 # ---- elementwise, binary ---------------------------------------------------------------------
 
@@ -150,13 +150,10 @@ class ReluSquared(Function):
     """relu(a)², fused: one node and one saved array instead of relu's mask and square's two operands."""
 
     def forward(self, a):
-        self.fused = a.dtype in (np.float32, np.float64)  # the kernels' dtypes; others take the twin
         self.a = a
-        return (kernels.relu_squared if self.fused else kernels.relu_squared_reference)(a)
+        return kernels.relu_squared(a)
 
-    def backward(self, grad):
-        return (kernels.relu_squared_backward if self.fused else kernels.relu_squared_backward_reference)(
-            self.a, grad)
+    def backward(self, grad): return kernels.relu_squared_backward(self.a, grad)
 
 
 class Abs(Function):
@@ -215,14 +212,11 @@ class RMSNorm(Function):
     """x / sqrt(mean(x², last dim) + eps), fused: one node instead of six."""
 
     def forward(self, a, eps):
-        self.fused = a.dtype in (np.float32, np.float64)  # the kernels' dtypes; others take the twin
-        self.out, self.rstd = (kernels.rms_norm if self.fused else kernels.rms_norm_reference)(a, eps)
+        self.out, self.rstd = kernels.rms_norm(a, eps)
         return self.out
 
     def backward(self, grad):
-        grad = grad.astype(self.out.dtype, copy=False)
-        return (kernels.rms_norm_backward if self.fused else kernels.rms_norm_backward_reference)(
-            self.out, self.rstd, grad)
+        return kernels.rms_norm_backward(self.out, self.rstd, grad.astype(self.out.dtype, copy=False))
 
 
 class Softmax(Function):

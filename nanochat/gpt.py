@@ -20,9 +20,8 @@ import numpy as np
 import minigrad
 from minigrad import Tensor, nn
 from minigrad.nn import functional as F
-from minigrad.optim import AdamW
+from minigrad.optim import AdamW, Muon
 from nanochat.engine import KVCache, sample_next_token
-from nanochat.muon import Muon
 
 
 @dataclass

@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 import minigrad
 from minigrad.nn.utils import clip_grad_norm_
+from minigrad.optim import Muon
 from minigrad.stability import first_nonfinite
 from nanochat.checkpoint import save_checkpoint
 from nanochat.gpt import GPTConfig
-from nanochat.muon import Muon
 from nanochat.schedule import lr_multiplier, muon_momentum
 
 

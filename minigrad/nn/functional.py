@@ -2,8 +2,8 @@
 import numpy as np
 
 from minigrad import ops
-from minigrad.creation import default_generator
-from minigrad.tensor import Tensor, where
+from minigrad._creation import default_generator
+from minigrad._tensor import Tensor, where
 
 
 def linear(x, weight, bias=None):

@@ -1,7 +1,7 @@
 """Layers with parameters, initialised as PyTorch initialises them."""
 import numpy as np
 
-from minigrad.creation import default_generator
+from minigrad._creation import default_generator
 from minigrad.nn import functional as F
 from minigrad.nn.module import Module, Parameter
 

@@ -3,7 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from minigrad.tensor import Tensor
+from minigrad._tensor import Tensor
 
 
 class Parameter(Tensor):

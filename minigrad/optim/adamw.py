@@ -1,10 +1,10 @@
 """AdamW: Adam with decoupled weight decay and bias correction (the torch.optim.AdamW update),
-one fused in-place sweep per parameter (kernels.optim.adamw_update; its NumPy twin is the plain update)."""
+one fused in-place sweep per parameter (kernels.adamw_update; its NumPy twin is the plain update)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.optim import adamw_update
+from minigrad.kernels import adamw_update
 from .optimizer import Optimizer
 
 

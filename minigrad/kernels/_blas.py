@@ -1,14 +1,11 @@
 """numpy's own OpenBLAS, called from inside numba kernels, and how the kernels share the CPU's threads.
 
 One pool of threads does everything: numba's parallel regions, under numba's TBB threading layer
-(the `tbb` dependency; OpenMP where TBB is missing). OpenBLAS runs single-threaded inside them, so a
-GEMM big enough to split is cut into blocks, one per thread, each an independent single-threaded
-BLAS call. Measured on a 2-core VM:
-- a numba launch cost 1.5 us under TBB, 1.6 us under OpenMP and 156 us under workqueue (its
-  sleeping thread is woken through the hypervisor). TBB is also fork-safe: after GNU OpenMP has
-  run, numba terminates a forked child (multiprocessing's default start method on Linux);
-- OpenBLAS's own threads and a second spinning pool fight over the same two cores, and a batch of
-  small GEMMs synchronises OpenBLAS's threads once per matrix.
+(the `tbb` dependency; OpenMP where TBB is missing). TBB launches a parallel region in about as
+little time as OpenMP and, unlike GNU OpenMP, survives a fork; numba's `workqueue` fallback is two
+orders of magnitude slower to launch (benchmarks/RESULTS.md). OpenBLAS runs single-threaded inside
+the pool, since its own threads would fight the pool for the same cores: a GEMM big enough to split
+is cut into blocks, one per thread, each an independent single-threaded BLAS call.
 `gemm` and `gemv` call cblas through an address passed in as an argument: an address baked into
 the code would break numba's on-disk cache in the next process.
 """

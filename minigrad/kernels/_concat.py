@@ -1,9 +1,5 @@
-"""Concatenation along any axis, the KV cache's workhorse.
-
-np.concatenate is already a strided memcpy per input. A numba copy kernel was
-measured slower at every KV-cache size tried (its Python dispatch alone costs
-more than the copy at small T), so the fast path is np.concatenate behind
-stricter checks: mixed dtypes raise instead of silently upcasting.
+"""Concatenation along any axis: np.concatenate, which is already a strided copy per input (a numba
+copy kernel lost to it), behind a stricter check: mixed dtypes raise instead of silently upcasting.
 """
 import numpy as np
 

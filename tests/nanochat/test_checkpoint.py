@@ -10,7 +10,7 @@ import minigrad
 from minigrad.optim import AdamW
 from nanochat.checkpoint import FORMAT_VERSION, latest_step, load_checkpoint, save_checkpoint, _sha256
 from nanochat.gpt import GPT, GPTConfig
-from nanochat.muon import Muon
+from minigrad.optim import Muon
 from nanochat.torch_gpt import TorchGPT
 
 CONFIG = GPTConfig(sequence_len=16, vocab_size=40, n_layer=2, n_head=4, n_kv_head=2, n_embd=16)

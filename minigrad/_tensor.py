@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from minigrad._shapes import unbroadcast
+
 _grad_enabled = True
 
 
@@ -73,15 +75,6 @@ class Function:
         # Drop the saved arrays; the marker lets a second backward fail loudly instead of silently.
         self.__dict__.clear()
         self.released = True
-
-
-def unbroadcast(grad, shape):
-    """Sum a gradient of a broadcast result back to the shape of the input that was broadcast."""
-    if grad.shape == shape:
-        return grad
-    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    return grad.sum(axis=axes, keepdims=True) if axes else grad
 
 
 def _as_array(data, dtype):
@@ -408,15 +401,13 @@ def _dim(dim, ndim):
 
 
 def _axes(dim, ndim):
+    """The dims a reduction runs over as sorted indices, or None for all of them."""
     if dim is None:
         return None
-    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-    for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dimensions")
+    axes = sorted(_dim(d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else (dim,)))
     if ndim == 0:  # PyTorch lets a scalar reduce over dim 0 or -1; NumPy has no axis 0 to reduce
         return None
-    return tuple(sorted(d % max(ndim, 1) for d in dims))
+    return tuple(axes)
 
 
 def where(condition, a, b):

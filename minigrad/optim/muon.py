@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from minigrad.kernels.optim import momentum_update
-from minigrad.optim import Optimizer
+from minigrad.kernels import momentum_update
+
+from .optimizer import Optimizer
 
 # Quintic coefficients chosen to maximise the slope at zero (Keller Jordan / modded-nanogpt).
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -45,7 +46,7 @@ class Muon(Optimizer):
 
     Args:
         lr: learning rate of the internal SGD.
-        momentum: momentum coefficient (nanochat warms it from 0.85 to 0.95, see schedule.muon_momentum).
+        momentum: momentum coefficient (nanochat warms it from 0.85 to 0.95: nanochat.schedule.muon_momentum).
         nesterov: use Nesterov-style momentum (recommended).
         ns_steps: number of Newton-Schulz iterations.
     """

@@ -1,24 +1,30 @@
 """Batched matrix multiply and its backward pass.
 
-Every path ends in numpy's own OpenBLAS (a hand-written numba loop is ~3x slower). Folding the
-batch of `a` into rows when `b` is 2-D makes one big GEMM instead of one per batch entry, and the
-weight gradient of that case a single GEMM with no batch reduction. A big 2-D product is split
-over numba's threads (see blas.py for why not OpenBLAS's own): on 2 cores that took the model's
-GEMMs from 146 to 260-290 GFLOP/s and a decoding step's GEMV (384 x 1536) from 54 to 28 us.
-Batch-vs-batch products go straight to np.matmul.
+Every path ends in numpy's own OpenBLAS (a hand-written numba loop is several times slower).
+Folding the batch of `a` into rows when `b` is 2-D makes one big GEMM instead of one per batch
+entry, and the weight gradient of that case a single GEMM with no batch reduction. A big 2-D
+product is split over numba's threads (see _blas.py for why not OpenBLAS's own threads).
+Batch-vs-batch products, dtypes other than float32/float64 and other BLAS builds go to np.matmul.
 """
 import numba
 import numpy as np
 from numba import njit, prange
 
-from . import blas
+from minigrad._shapes import unbroadcast
 
-SPLIT_MIN_WORK = 1 << 18  # rows * cols * inner below which one thread does the whole product
-# A decoding step's GEMV streams its weight from L3 (a model's weights do not stay in L2 between
-# tokens), so two threads pay off sooner than in a warm loop: decode of the small benchmark model
-# ran 344 tok/s at 1 << 18, 356 at 1 << 17 and 361 at 1 << 16, where the tiny one's 128 x 512 GEMVs
-# would split too and it lost (1180 -> 1141 tok/s).
+from . import _blas as blas
+
+# A product of rows * cols * inner below GEMM_SPLIT_MIN_WORK runs on one thread (one np.matmul call).
+# Re-measure: python benchmarks/bench_thresholds.py gemm
+GEMM_SPLIT_MIN_WORK = 1 << 18
+# The same for one row (GEMV). A decoding step's GEMV streams its weight from L3, so threads pay off
+# on smaller products than in a warm loop; the end-to-end check is the decode rows of bench_gpt.py.
+# Re-measure: python benchmarks/bench_thresholds.py gemv
 GEMV_SPLIT_MIN_WORK = 1 << 17
+# Split into row bands from GEMM_ROWS_PER_THREAD rows a thread, else into column bands, which need
+# GEMM_COLS_PER_THREAD columns a thread to pay for the launch (below both: one thread).
+GEMM_ROWS_PER_THREAD = 16
+GEMM_COLS_PER_THREAD = 64
 
 
 @njit(cache=True)
@@ -64,10 +70,11 @@ def _gemm(a, b):
     step's GEMV) over numba's threads, each band one single-threaded BLAS call."""
     (m, k), n = a.shape, b.shape[1]
     threads = numba.get_num_threads()
-    by_rows = m >= 16 * threads
+    by_rows = m >= GEMM_ROWS_PER_THREAD * threads
     work = m * n * k
-    if (threads == 1 or work == 0 or work < (GEMV_SPLIT_MIN_WORK if m == 1 else SPLIT_MIN_WORK)
-            or b.dtype != a.dtype or (not by_rows and n < 64 * threads) or ("gemm", a.dtype) not in blas.ADDRESS):
+    if (threads == 1 or work == 0 or work < (GEMV_SPLIT_MIN_WORK if m == 1 else GEMM_SPLIT_MIN_WORK)
+            or b.dtype != a.dtype or (not by_rows and n < GEMM_COLS_PER_THREAD * threads)
+            or ("gemm", a.dtype) not in blas.ADDRESS):
         return np.matmul(a, b)
     a, trans_a, lda = blas.operand(a)
     b, trans_b, ldb = blas.operand(b)
@@ -98,17 +105,6 @@ def _check_grad(a, b, grad):
         raise ValueError(f"matmul_backward grad has shape {grad.shape}, expected {expected}")
 
 
-def _sum_to(x, shape):
-    """Sum the broadcast leading dims of x away so it has exactly `shape`."""
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        i + lead for i, n in enumerate(shape[:-2]) if n == 1 and x.shape[i + lead] != 1
-    )
-    if axes:
-        x = x.sum(axis=axes, keepdims=True)
-    return x.reshape(shape)
-
-
 def matmul_reference(a, b):
     """a (..., n, k) @ b (..., k, m) with numpy broadcasting of batch dims."""
     _check_matmul(a, b)
@@ -119,15 +115,14 @@ def matmul_backward_reference(a, b, grad):
     """Gradients of sum(grad * (a @ b)) w.r.t. a and b, reduced to their shapes."""
     _check_matmul(a, b)
     _check_grad(a, b, grad)
-    grad_a = _sum_to(np.matmul(grad, np.swapaxes(b, -1, -2)), a.shape)
-    grad_b = _sum_to(np.matmul(np.swapaxes(a, -1, -2), grad), b.shape)
+    grad_a = unbroadcast(np.matmul(grad, np.swapaxes(b, -1, -2)), a.shape)
+    grad_b = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), grad), b.shape)
     return grad_a, grad_b
 
 
 def _fold_rows(x):
-    """(..., r, c) -> (prod(...) * r, c): a view when x is C-contiguous, else one copy. The copy is
-    cheaper than the alternative, a batch of small GEMMs (np.matmul synchronises OpenBLAS's threads
-    once per matrix, which on 2 busy cores measured up to 40x slower than one big GEMM)."""
+    """(..., r, c) -> (prod(...) * r, c): a view when x is C-contiguous, else one copy, which is
+    cheaper than the alternative, a batch of small GEMMs."""
     return x.reshape(-1, x.shape[-1])
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import minigrad
-from minigrad.tensor import Function
+from minigrad import Function
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.dataloader import DataLoader
 from nanochat.gpt import GPT, GPTConfig

@@ -1,15 +1,16 @@
 """Fused elementwise kernels of the GPT: rotary embedding and relu², each one parallel sweep.
 
 NumPy spends a temporary (and a sweep) per operator: the rotary embedding takes four products,
-two sums and the halves' copies; relu² its mask or maximum and a product.
+two sums and the halves' copies; relu² its mask or maximum and a product. Inputs of other dtypes
+(and rotary tables of other shapes) take the NumPy twins.
 """
 import numpy as np
 from numba import njit, prange
 
-from .softmax import check_float, pick
+from ._common import compiled, pick
 
-# where an OpenMP prange launch paid off on 2 cores: rotary from ~16k elements (131k: serial 208 us,
-# parallel 48 us); relu², a pure stream, from ~0.5M (786k: 216 vs 169 us; 131k: 11 vs 30 us)
+# Parallel drivers from this many elements. relu² is a pure stream, so its threads pay off only on
+# big inputs. Re-measure: python benchmarks/bench_thresholds.py rotary relu_squared
 ROTARY_PARALLEL_MIN = 1 << 14
 RELU2_PARALLEL_MIN = 1 << 19
 
@@ -64,7 +65,7 @@ def rotary(x, cos, sin):
     B, T, H, D = x.shape if x.ndim == 4 else (0, 0, 0, 0)
     table = (1, T, 1, D // 2)
     if (x.ndim != 4 or D % 2 or cos.shape != table or sin.shape != table or x.size == 0
-            or not x.dtype == cos.dtype == sin.dtype or x.dtype not in (np.float32, np.float64)):
+            or not x.dtype == cos.dtype == sin.dtype or not compiled(x)):
         return rotary_reference(x, cos, sin)
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
@@ -87,7 +88,7 @@ def _relu2_backward_chunk(x, g, out, lo, hi):
         out[i] = g[i] * (r + r)
 
 
-_CHUNK = 1 << 14
+RELU2_CHUNK = 1 << 14  # elements per prange iteration: big enough to amortise the loop, small enough to balance
 
 
 @njit(cache=True)
@@ -98,8 +99,8 @@ def _relu2_serial(x, out):
 @njit(cache=True, parallel=True)
 def _relu2_parallel(x, out):
     n = x.shape[0]
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        _relu2_chunk(x, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+    for c in prange((n + RELU2_CHUNK - 1) // RELU2_CHUNK):
+        _relu2_chunk(x, out, c * RELU2_CHUNK, min(n, (c + 1) * RELU2_CHUNK))
 
 
 @njit(cache=True)
@@ -110,13 +111,14 @@ def _relu2_backward_serial(x, g, out):
 @njit(cache=True, parallel=True)
 def _relu2_backward_parallel(x, g, out):
     n = x.shape[0]
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        _relu2_backward_chunk(x, g, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+    for c in prange((n + RELU2_CHUNK - 1) // RELU2_CHUNK):
+        _relu2_backward_chunk(x, g, out, c * RELU2_CHUNK, min(n, (c + 1) * RELU2_CHUNK))
 
 
 def relu_squared(x):
     """Numba twin of relu_squared_reference."""
-    check_float(x)
+    if not compiled(x):
+        return relu_squared_reference(x)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     pick(_relu2_serial, _relu2_parallel, flat.size, RELU2_PARALLEL_MIN)(flat, out)
@@ -125,9 +127,10 @@ def relu_squared(x):
 
 def relu_squared_backward(x, grad):
     """Numba twin of relu_squared_backward_reference."""
-    check_float(x)
     if grad.shape != x.shape:
         raise ValueError(f"relu_squared_backward: grad {grad.shape} differs from x {x.shape}")
+    if not compiled(x):
+        return relu_squared_backward_reference(x, grad)
     flat = np.ascontiguousarray(x).reshape(-1)
     g = np.ascontiguousarray(grad, dtype=x.dtype).reshape(-1)
     out = np.empty_like(flat)

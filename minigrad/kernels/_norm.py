@@ -1,15 +1,16 @@
 """RMSNorm over the last axis (no weight), forward and backward, one row per iteration.
 
 NumPy needs three sweeps and two temporaries for the forward (x*x, mean, x*rstd) and five for
-the backward; these kernels make two sweeps over a row each, accumulating in float64.
+the backward; these kernels make two sweeps over a row each, accumulating in float64. Inputs of
+other dtypes take the NumPy twins.
 """
 import numpy as np
 from numba import njit, prange
 
-from .softmax import _row_dot, as_rows, check_float, pick
+from ._common import as_rows, compiled, pick, row_dot
 
-# on 2 cores under OpenMP: serial vs parallel 7 vs 6 us at 8k elements, 73 vs 20 at 131k, 327 vs 112 at 786k
-PARALLEL_MIN_ELEMENTS = 1 << 13
+# Parallel drivers from this many elements. Re-measure: python benchmarks/bench_thresholds.py rms_norm
+RMS_NORM_PARALLEL_MIN = 1 << 13
 
 
 def rms_norm_reference(x, eps):
@@ -25,7 +26,7 @@ def rms_norm_backward_reference(out, rstd, grad):
 
 @njit(cache=True)
 def _rms_row(x, eps, out, rstd, i):
-    r = 1.0 / np.sqrt(_row_dot(x, x) / x.shape[0] + eps)
+    r = 1.0 / np.sqrt(row_dot(x, x) / x.shape[0] + eps)
     rstd[i] = r
     r32 = out.dtype.type(r)
     for j in range(x.shape[0]):
@@ -34,7 +35,7 @@ def _rms_row(x, eps, out, rstd, i):
 
 @njit(cache=True)
 def _rms_backward_row(y, r, g, out):
-    m = out.dtype.type(_row_dot(g, y) / y.shape[0])
+    m = out.dtype.type(row_dot(g, y) / y.shape[0])
     for j in range(y.shape[0]):
         out[j] = r * (g[j] - y[j] * m)
 
@@ -65,24 +66,22 @@ def _rms_backward_parallel(y, rstd, g, out):
 
 def rms_norm(x, eps):
     """Numba twin of rms_norm_reference."""
-    check_float(x)
-    if x.size == 0:
+    if x.size == 0 or not compiled(x):
         return rms_norm_reference(x, eps)
     rows = as_rows(x)
     out = np.empty(rows.shape, x.dtype)
     rstd = np.empty(rows.shape[0], x.dtype)
-    pick(_rms_serial, _rms_parallel, rows.size, PARALLEL_MIN_ELEMENTS)(rows, x.dtype.type(eps), out, rstd)
+    pick(_rms_serial, _rms_parallel, rows.size, RMS_NORM_PARALLEL_MIN)(rows, x.dtype.type(eps), out, rstd)
     return out.reshape(x.shape), rstd.reshape(x.shape[:-1] + (1,))
 
 
 def rms_norm_backward(out, rstd, grad):
     """Numba twin of rms_norm_backward_reference."""
-    check_float(out)
     if out.shape != grad.shape or out.dtype != grad.dtype:
         raise ValueError(f"rms_norm_backward operands differ: {out.shape} {out.dtype} vs {grad.shape} {grad.dtype}")
-    if out.size == 0:
+    if out.size == 0 or not compiled(out):
         return rms_norm_backward_reference(out, rstd, grad)
     y, g = as_rows(out), as_rows(grad)
     dx = np.empty(y.shape, out.dtype)
-    pick(_rms_backward_serial, _rms_backward_parallel, y.size, PARALLEL_MIN_ELEMENTS)(y, np.ascontiguousarray(rstd).reshape(-1), g, dx)
+    pick(_rms_backward_serial, _rms_backward_parallel, y.size, RMS_NORM_PARALLEL_MIN)(y, np.ascontiguousarray(rstd).reshape(-1), g, dx)
     return dx.reshape(out.shape)

@@ -6,13 +6,17 @@ sum, pick the target) and keeps only the row log-sum-exp for backward; no
 g * (softmax - onehot) directly, without a one-hot matrix. An optional softcap
 (z = softcap * tanh(logits / softcap), nanochat's logit cap) is applied row by row inside
 the forward sweep; the caller may keep the capped logits (one (N, V) array, as PyTorch's tanh
-keeps its output) so that backward needs no tanh, which measured 75 -> ~20 ms on 2048 x 4096.
+keeps its output) so that backward needs no second tanh sweep. Logits of dtypes other than
+float32/float64 take the NumPy twins.
 """
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .softmax import _exp_shifted, as_rows, check_float, pick, row_max, row_sum, vexp
+from ._common import as_rows, compiled, exp_shifted, pick, row_max, row_sum, vexp
+
+# Parallel drivers from this many logits. Re-measure: python benchmarks/bench_thresholds.py cross_entropy
+CROSS_ENTROPY_PARALLEL_MIN = 1 << 14
 
 
 def _check_ce(logits, targets, ignore_index):
@@ -35,13 +39,17 @@ def _check_ce(logits, targets, ignore_index):
         )
 
 
+def _softcapped(logits, softcap):
+    cap = logits.dtype.type(softcap)
+    return cap * np.tanh(logits / cap)
+
+
 def cross_entropy_forward_reference(logits, targets, ignore_index=-1, softcap=None):
     """Per-row losses (0 on ignored rows) and the row log-sum-exp saved for backward. With a softcap,
     the logits are first squashed to softcap * tanh(logits / softcap)."""
     _check_ce(logits, targets, ignore_index)
     if softcap is not None:
-        cap = logits.dtype.type(softcap)
-        logits = cap * np.tanh(logits / cap)
+        logits = _softcapped(logits, softcap)
     m = logits.max(axis=1)
     lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
     keep = targets != ignore_index
@@ -80,8 +88,8 @@ def _scaled_exp_shifted(x, shift, scale, out):
 
 @njit(cache=True)
 def _tanh32(x):
-    """float32 tanh within a few ulp of np.tanh (cephes tanhf), which LLVM inlines, unlike libm's tanhf call
-    (which cost ~35 ns an element, most of the softcapped cross-entropy's time)."""
+    """float32 tanh within a few ulp of np.tanh (cephes tanhf), which LLVM inlines and vectorises,
+    unlike a call to libm's tanhf per element."""
     a = abs(x)
     if a > np.float32(0.625):
         e = vexp(a + a)  # inf for large a, then 2 / inf = 0 and the result is exactly +-1
@@ -128,7 +136,7 @@ def _ce_forward_row(row, t, ignore_index, cap, capped, losses, lse, i):
         z = row
     m = row_max(z)
     scratch = np.empty(row.shape[0], row.dtype)
-    _exp_shifted(z, m, scratch)
+    exp_shifted(z, m, scratch)
     l = m + np.log(row_sum(scratch))
     lse[i] = l
     losses[i] = 0.0 if t == ignore_index else l - z[t]
@@ -193,9 +201,6 @@ def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, cap, 
 
 
 def _prepare(logits, targets, ignore_index):
-    logits = np.asarray(logits)
-    targets = np.asarray(targets)
-    check_float(logits)
     _check_ce(logits, targets, ignore_index)
     return as_rows(logits), np.ascontiguousarray(targets, dtype=np.int64)
 
@@ -217,17 +222,26 @@ def _capped_array(capped, logits):
 def cross_entropy_forward(logits, targets, ignore_index=-1, softcap=None, capped_out=None):
     """Numba twin of cross_entropy_forward_reference. With a softcap, capped_out (an (N, V) array)
     receives softcap * tanh(logits / softcap), so that backward need not compute tanh again."""
-    logits, targets = _prepare(logits, targets, ignore_index)
+    logits, targets = np.asarray(logits), np.asarray(targets)
     cap = _cap(softcap, logits.dtype)
+    if not compiled(logits):
+        if capped_out is not None and softcap is not None:
+            _capped_array(capped_out, logits)[...] = _softcapped(logits, softcap)
+        return cross_entropy_forward_reference(logits, targets, ignore_index, softcap)
+    logits, targets = _prepare(logits, targets, ignore_index)
     losses = np.empty(logits.shape[0], logits.dtype)
     lse = np.empty(logits.shape[0], logits.dtype)
-    kernel = pick(_ce_forward_serial, _ce_forward_parallel, logits.size)
+    kernel = pick(_ce_forward_serial, _ce_forward_parallel, logits.size, CROSS_ENTROPY_PARALLEL_MIN)
     kernel(logits, targets, np.int64(ignore_index), cap, _capped_array(capped_out, logits), losses, lse)
     return losses, lse
 
 
 def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1, softcap=None, capped=None):
     """Numba twin of cross_entropy_backward_reference; capped: the forward's capped_out, if it kept one."""
+    logits, targets = np.asarray(logits), np.asarray(targets)
+    cap = _cap(softcap, logits.dtype)
+    if not compiled(logits):
+        return cross_entropy_backward_reference(logits, targets, lse, grad_losses, ignore_index, softcap)
     logits, targets = _prepare(logits, targets, ignore_index)
     n = logits.shape[0]
     lse = np.ascontiguousarray(lse, dtype=logits.dtype)
@@ -237,8 +251,7 @@ def cross_entropy_backward(logits, targets, lse, grad_losses, ignore_index=-1, s
             f"cross_entropy_backward needs lse and grad_losses of shape ({n},), "
             f"got {lse.shape} and {grad_losses.shape}"
         )
-    cap = _cap(softcap, logits.dtype)
     out = np.empty(logits.shape, logits.dtype)
-    kernel = pick(_ce_backward_serial, _ce_backward_parallel, logits.size)
+    kernel = pick(_ce_backward_serial, _ce_backward_parallel, logits.size, CROSS_ENTROPY_PARALLEL_MIN)
     kernel(logits, targets, lse, grad_losses, np.int64(ignore_index), cap, _capped_array(capped, logits), out)
     return out

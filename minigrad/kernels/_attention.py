@@ -7,18 +7,20 @@ j <= i + offset: offset 0 is PyTorch's top-left causal mask, offset >= Tk no mas
 
 Each numba thread owns whole heads and calls numpy's single-threaded OpenBLAS on them in place
 (the row stride of a head is H * D, so no head is ever copied out). Queries go in blocks of
-BLOCK rows, and a block multiplies only the keys it can see: the causal half of the scores is
+ATTENTION_BLOCK rows, and a block multiplies only the keys it can see: the causal half of the scores is
 never computed. The scale rides in the GEMM's alpha; mask and softmax happen in one sweep. The
 forward keeps the probabilities P (B, H, Tq, Tk) for backward, as PyTorch's CPU math path does.
-Without numpy's OpenBLAS (another BLAS build), the NumPy twins run instead.
+Inputs of other dtypes, and any input without numpy's OpenBLAS (another BLAS build), take the NumPy twins.
 """
 import numpy as np
 from numba import njit, prange
 
-from . import blas
-from .softmax import check_float, row_max, row_sum, vexp
+from . import _blas as blas
+from ._common import compiled, row_max, row_sum, vexp
 
-BLOCK = 64  # query rows per GEMM: 64 computes 62% of the full 256 x 256 scores (causal), 32 56% in 2x the calls
+# Query rows per GEMM: a block skips the keys its last row cannot see, so smaller blocks compute less
+# of the causal half but make more BLAS calls. Re-measure: python benchmarks/bench_thresholds.py attention
+ATTENTION_BLOCK = 64
 
 
 def attention_forward_reference(q, k, v, scale, offset):
@@ -78,7 +80,7 @@ def _softmax_rows(p, i0, i1, offset):
 
 
 @njit(cache=True, parallel=True)
-def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, out, p):
+def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, block, out, p):
     """q, k, v are addresses with element strides qs, ks, vs = (batch, time, head); out and p arrays."""
     B, Tq, H, D = out.shape
     item = out.itemsize
@@ -90,8 +92,8 @@ def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, out, p):
         ka, va = k + (b * ks[0] + kh * ks[2]) * item, v + (b * vs[0] + kh * vs[2]) * item
         oa = out.ctypes.data + (b * Tq * H + h) * D * item
         pa = p.ctypes.data + bh * Tq * Tk * item
-        for i0 in range(0, Tq, BLOCK):
-            i1 = min(Tq, i0 + BLOCK)
+        for i0 in range(0, Tq, block):
+            i1 = min(Tq, i0 + block)
             n = _visible(i1 - 1, offset, Tk)
             rows_p = pa + i0 * Tk * item
             blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, n, D, scale, qa + i0 * qs[1] * item, qs[1],
@@ -102,7 +104,7 @@ def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, out, p):
 
 
 @njit(cache=True, parallel=True)
-def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, dq, dk, dv):
+def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, block, dq, dk, dv):
     """q, k, v and the output's gradient g are addresses with element strides (batch, time, head);
     p, delta = rowsum(g * out) (B, H, Tq) and the outputs are arrays. dk and dv must come in zeroed:
     the query heads of a key/value head accumulate into them, so each iteration owns one (batch,
@@ -120,8 +122,8 @@ def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, dq, 
         dva = dv.ctypes.data + (b * Tk * Hk + kh) * D * item
         for h in range(kh * G, (kh + 1) * G):
             pa = p.ctypes.data + (b * H + h) * Tq * Tk * item
-            for i0 in range(0, Tq, BLOCK):
-                i1 = min(Tq, i0 + BLOCK)
+            for i0 in range(0, Tq, block):
+                i1 = min(Tq, i0 + block)
                 n = _visible(i1 - 1, offset, Tk)
                 qa = q + (b * qs[0] + i0 * qs[1] + h * qs[2]) * item
                 ga = g + (b * gs[0] + i0 * gs[1] + h * gs[2]) * item
@@ -143,7 +145,6 @@ def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, dq, 
 
 def _check(q, k, v, offset):
     for x in (q, k, v):
-        check_float(x)
         if x.ndim != 4 or x.dtype != q.dtype:
             raise ValueError(f"attention needs 4-D q, k, v of one dtype, got {q.shape} {k.shape} {v.shape}")
     B, Tq, H, D = q.shape
@@ -161,9 +162,10 @@ def _check_backward(q, k, out, p, grad):
 
 
 def _address(q, k):
-    """The BLAS to call, or None when the NumPy twin must run (no numpy OpenBLAS, or nothing to do)."""
+    """The BLAS to call, or None when the NumPy twin must run (another dtype, no numpy OpenBLAS, or
+    nothing to do)."""
     address = blas.ADDRESS.get(("gemm", q.dtype))
-    return None if q.size == 0 or k.size == 0 else address
+    return None if q.size == 0 or k.size == 0 or not compiled(q) else address
 
 
 def _strided(x):
@@ -191,7 +193,8 @@ def attention_forward(q, k, v, scale, offset):
     B, Tq, H, D = q.shape
     out = np.empty((B, Tq, H, D), q.dtype)
     p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
-    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]), out, p)
+    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]), ATTENTION_BLOCK,
+             out, p)
     return out, p
 
 
@@ -206,5 +209,5 @@ def attention_backward(q, k, v, out, p, grad, scale, offset):
     delta = np.ascontiguousarray(np.einsum("bthd,bthd->bht", grad, out))
     dq, dk, dv = np.empty(q.shape, q.dtype), np.zeros(k.shape, k.dtype), np.zeros(v.shape, v.dtype)
     _backward(address, *qa, *ka, *va, *ga, np.ascontiguousarray(p), delta, scale, min(offset, k.shape[1]),
-              dq, dk, dv)
+              ATTENTION_BLOCK, dq, dk, dv)
     return dq, dk, dv

@@ -10,12 +10,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .softmax import pick
+from ._common import COMPILED_DTYPES, pick
 
-# measured on 2 cores under OpenMP: AdamW serial vs prange 14 vs 8 us at 4k elements, 613 vs 77 at 256k;
-# the momentum lerps 7 vs 8 us at 16k, 21 vs 14 at 64k
+# Parallel drivers from this many elements (AdamW does more arithmetic per element than Muon's
+# momentum lerps, so it splits sooner). Re-measure: python benchmarks/bench_thresholds.py adamw momentum
 ADAMW_PARALLEL_MIN = 1 << 12
-LERP_PARALLEL_MIN = 1 << 16
+MOMENTUM_PARALLEL_MIN = 1 << 16
 
 
 def adamw_update_reference(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
@@ -61,7 +61,7 @@ def _adamw_parallel(p, g, m, v, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps,
 def _flat(*arrays):
     """1-D views of same-shape, same-dtype, C-contiguous float32/float64 arrays, or None."""
     a0 = arrays[0]
-    if a0.dtype not in (np.float32, np.float64) or a0.size == 0:
+    if a0.dtype not in COMPILED_DTYPES or a0.size == 0:
         return None
     for a in arrays:
         if a.shape != a0.shape or a.dtype != a0.dtype or not a.flags.c_contiguous:
@@ -130,7 +130,7 @@ def momentum_update(buf, g, momentum, nesterov):
     t = buf.dtype.type
     out = np.empty_like(buf) if nesterov else buf
     wb = 1 - momentum
-    kernel = pick(_momentum_serial, _momentum_parallel, buf.size, LERP_PARALLEL_MIN)
+    kernel = pick(_momentum_serial, _momentum_parallel, buf.size, MOMENTUM_PARALLEL_MIN)
     kernel(flat[0], flat[1], out.reshape(-1), t(wb), t(1 - wb), abs(wb) < 0.5,
            t(momentum), t(1 - momentum), abs(momentum) < 0.5, bool(nesterov))
     return out

@@ -1,7 +1,7 @@
 """Tensor factories and the seedable random generator behind randn/rand."""
 import numpy as np
 
-from minigrad.tensor import Tensor
+from minigrad._tensor import Tensor
 
 _generator = np.random.default_rng()
 

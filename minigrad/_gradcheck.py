@@ -1,7 +1,7 @@
 """Check analytic gradients against central finite differences in float64."""
 import numpy as np
 
-from minigrad.tensor import Tensor, no_grad
+from minigrad._tensor import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):
