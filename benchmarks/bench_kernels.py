@@ -29,7 +29,7 @@ def _calls_per_sample(fn):
     return max(1, int(2e-3 / max(time.perf_counter() - t, 1e-7)))
 
 
-def _race(contenders, repeats):
+def race(contenders, repeats):
     """Median seconds per call of each contender, timed in alternating rounds."""
     for fn in contenders.values():
         fn()
@@ -146,7 +146,7 @@ def main(argv=None):
         for name, shape, flops, contenders in cases(rng, dtype):
             if args.only not in name:
                 continue
-            t = _race(contenders, args.repeats)
+            t = race(contenders, args.repeats)
             row = {"kernel": name, "shape": shape, "dtype": args.dtype,
                    **{f"{k}_ms": v * 1e3 for k, v in t.items()},
                    "kernel/numpy": t["kernel"] / t["numpy"], "kernel/torch": t["kernel"] / t["torch"]}

@@ -88,31 +88,33 @@ def _relu2_backward_chunk(x, g, out, lo, hi):
         out[i] = g[i] * (r + r)
 
 
-RELU2_CHUNK = 1 << 14  # elements per prange iteration: big enough to amortise the loop, small enough to balance
+# Elements per prange iteration of relu²: big enough to amortise a task, small enough to balance the
+# threads. Re-measure: python benchmarks/bench_thresholds.py relu_squared_chunk
+RELU2_CHUNK = 1 << 14
 
 
 @njit(cache=True)
-def _relu2_serial(x, out):
+def _relu2_serial(x, out, chunk):  # chunk: unused, the two drivers share one signature
     _relu2_chunk(x, out, 0, x.shape[0])
 
 
 @njit(cache=True, parallel=True)
-def _relu2_parallel(x, out):
+def _relu2_parallel(x, out, chunk):
     n = x.shape[0]
-    for c in prange((n + RELU2_CHUNK - 1) // RELU2_CHUNK):
-        _relu2_chunk(x, out, c * RELU2_CHUNK, min(n, (c + 1) * RELU2_CHUNK))
+    for c in prange((n + chunk - 1) // chunk):
+        _relu2_chunk(x, out, c * chunk, min(n, (c + 1) * chunk))
 
 
 @njit(cache=True)
-def _relu2_backward_serial(x, g, out):
+def _relu2_backward_serial(x, g, out, chunk):  # chunk: unused, as above
     _relu2_backward_chunk(x, g, out, 0, x.shape[0])
 
 
 @njit(cache=True, parallel=True)
-def _relu2_backward_parallel(x, g, out):
+def _relu2_backward_parallel(x, g, out, chunk):
     n = x.shape[0]
-    for c in prange((n + RELU2_CHUNK - 1) // RELU2_CHUNK):
-        _relu2_backward_chunk(x, g, out, c * RELU2_CHUNK, min(n, (c + 1) * RELU2_CHUNK))
+    for c in prange((n + chunk - 1) // chunk):
+        _relu2_backward_chunk(x, g, out, c * chunk, min(n, (c + 1) * chunk))
 
 
 def relu_squared(x):
@@ -121,7 +123,7 @@ def relu_squared(x):
         return relu_squared_reference(x)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
-    pick(_relu2_serial, _relu2_parallel, flat.size, RELU2_PARALLEL_MIN)(flat, out)
+    pick(_relu2_serial, _relu2_parallel, flat.size, RELU2_PARALLEL_MIN)(flat, out, RELU2_CHUNK)
     return out.reshape(x.shape)
 
 
@@ -134,5 +136,5 @@ def relu_squared_backward(x, grad):
     flat = np.ascontiguousarray(x).reshape(-1)
     g = np.ascontiguousarray(grad, dtype=x.dtype).reshape(-1)
     out = np.empty_like(flat)
-    pick(_relu2_backward_serial, _relu2_backward_parallel, flat.size, RELU2_PARALLEL_MIN)(flat, g, out)
+    pick(_relu2_backward_serial, _relu2_backward_parallel, flat.size, RELU2_PARALLEL_MIN)(flat, g, out, RELU2_CHUNK)
     return out.reshape(x.shape)

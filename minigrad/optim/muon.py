@@ -15,6 +15,9 @@ from .optimizer import Optimizer
 
 # Quintic coefficients chosen to maximise the slope at zero (Keller Jordan / modded-nanogpt).
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# The iteration's products: np.matmul, since minigrad's matmul kernel measured no faster on these
+# small square products. Re-measure: python benchmarks/bench_thresholds.py muon_newton_schulz
+_matmul = np.matmul
 
 
 def zeropower_via_newtonschulz5(G: np.ndarray, steps: int = 5) -> np.ndarray:
@@ -33,9 +36,9 @@ def zeropower_via_newtonschulz5(G: np.ndarray, steps: int = 5) -> np.ndarray:
     norm = np.sqrt(np.sum(np.square(X), axis=(-2, -1), keepdims=True))
     X = X / (norm + np.float32(1e-7))
     for _ in range(steps):
-        A = X @ np.swapaxes(X, -2, -1)
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
+        A = _matmul(X, np.swapaxes(X, -2, -1))
+        B = b * A + c * _matmul(A, A)
+        X = a * X + _matmul(B, X)
     if tall:
         X = np.swapaxes(X, -2, -1)
     return np.ascontiguousarray(X)
