@@ -5,7 +5,7 @@ from minigrad._tensor import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):
-    pass
+    """An analytic gradient that disagrees with finite differences."""
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):

@@ -127,7 +127,7 @@ def _fold_rows(x):
 
 
 def matmul(a, b):
-    """Fast path of matmul_reference."""
+    """Fast twin of matmul_reference."""
     _check_matmul(a, b)
     if b.ndim == 2 and a.ndim > 2:
         return _gemm(_fold_rows(a), b).reshape(a.shape[:-1] + (b.shape[-1],))
@@ -137,7 +137,7 @@ def matmul(a, b):
 
 
 def matmul_backward(a, b, grad):
-    """Fast path of matmul_backward_reference."""
+    """Fast twin of matmul_backward_reference."""
     _check_matmul(a, b)
     _check_grad(a, b, grad)
     if b.ndim == 2 and a.ndim > 2:

@@ -47,12 +47,9 @@ def zeropower_via_newtonschulz5(G: np.ndarray, steps: int = 5) -> np.ndarray:
 class Muon(Optimizer):
     """Muon for 2-D parameters only; use AdamW for embeddings, the LM head and 0/1-D parameters.
 
-    Args:
-        lr: learning rate of the internal SGD.
-        momentum: momentum coefficient (nanochat warms it from 0.85 to 0.95: nanochat.schedule.muon_momentum).
-        nesterov: use Nesterov-style momentum (recommended).
-        ns_steps: number of Newton-Schulz iterations.
-    """
+    lr is the learning rate of the inner SGD; momentum its coefficient (nanochat warms it from 0.85 to
+    0.95, see nanochat.schedule.muon_momentum); nesterov (recommended) uses Nesterov momentum;
+    ns_steps counts the Newton-Schulz iterations."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5) -> None:
