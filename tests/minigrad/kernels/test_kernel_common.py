@@ -81,3 +81,11 @@ def test_compiled_dtypes():
 def test_pick_takes_the_parallel_driver_from_the_threshold_with_threads(monkeypatch, threads, n, want):
     monkeypatch.setattr(_common.numba, "get_num_threads", lambda: threads)
     assert _common.pick("serial", "parallel", n, 100) == want
+
+
+def test_ops_never_chooses_a_twin():
+    """The fallback lives in the kernels: ops.py calls the public kernel and names no _reference."""
+    import inspect
+
+    from minigrad import ops
+    assert "_reference" not in inspect.getsource(ops)
