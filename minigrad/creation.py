@@ -1,7 +1,7 @@
 """Tensor factories and the seedable random generator behind randn/rand."""
 import numpy as np
 
-from minigrad.tensor import Tensor
+from minigrad.tensor import Tensor, result_type
 
 _generator = np.random.default_rng()
 
@@ -33,8 +33,9 @@ def ones(*shape, dtype=np.float32, requires_grad=False):
     return Tensor(np.ones(_shape(shape), dtype), requires_grad=requires_grad)
 
 
-def full(shape, fill_value, dtype=np.float32, requires_grad=False):
-    return Tensor(np.full(_shape((shape,)), fill_value, dtype), requires_grad=requires_grad)
+def full(shape, fill_value, dtype=None, requires_grad=False):
+    """dtype defaults to the fill value's, as in PyTorch: bool, int64 or float32."""
+    return Tensor(np.full(_shape((shape,)), fill_value, dtype or result_type(fill_value)), requires_grad=requires_grad)
 
 
 def zeros_like(t, dtype=None, requires_grad=False):

@@ -48,11 +48,14 @@ class Pow(Function):
         return self.out
 
     def backward(self, grad):
-        grad_a = grad * self.b * self.a ** (self.b - 1)
-        grad_b = None
-        if self.parents[1].requires_grad:  # d(a^b)/db = a^b ln a, only defined for a > 0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                grad_b = grad * self.out * np.log(self.a)
+        # PyTorch's conventions at a zero base: d/da is 0 where b == 0 (so 0 ** 0 has a zero
+        # gradient), d/db is 0 where a == 0 and b >= 0 (the limit of a^b ln a)
+        zero = np.zeros((), grad.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad_a = np.where(self.b == 0, zero, grad * self.b * self.a ** (self.b - 1))
+            grad_b = None
+            if self.parents[1].requires_grad:  # d(a^b)/db = a^b ln a
+                grad_b = np.where((self.a == 0) & (self.b >= 0), zero, grad * self.out * np.log(self.a))
         return grad_a, grad_b
 
 
@@ -140,7 +143,7 @@ class Sigmoid(Function):
 
 class Relu(Function):
     def forward(self, a):
-        self.positive = a > 0
+        self.positive = ~(a <= 0)  # NaN passes through with its gradient, as in PyTorch
         return np.where(self.positive, a, np.zeros((), a.dtype))
 
     def backward(self, grad): return grad * self.positive
@@ -161,7 +164,7 @@ class ReluSquared(Function):
 
 class Abs(Function):
     def forward(self, a):
-        self.sign = np.sign(a)
+        self.sign = np.nan_to_num(np.sign(a))  # PyTorch's gradient at NaN is 0
         return np.abs(a)
 
     def backward(self, grad): return grad * self.sign
@@ -206,9 +209,30 @@ class Max(Function):
 
     def backward(self, grad):
         # ties share the gradient equally, as PyTorch's amax does
-        is_max = self.a == self.out
+        # NaN is the max where the input holds one: the NaNs share the gradient, as in PyTorch's max()
+        is_max = (self.a == self.out) | (np.isnan(self.a) & np.isnan(self.out))
         share = is_max / is_max.sum(axis=self.axis, keepdims=True)
         return share * grad.reshape(_keepdim_shape(self.a.shape, self.axis))
+
+
+def _grid(index, axis):
+    """Index arrays addressing, for each element of index, its position with index's value along axis."""
+    grid = list(np.indices(index.shape, sparse=True))
+    grid[axis] = index
+    return tuple(grid)
+
+
+class Gather(Function):
+    def forward(self, a, index, axis):
+        if index.size and (index.min() < -a.shape[axis] or index.max() >= a.shape[axis]):
+            raise IndexError(f"gather index out of range for dim {axis} of size {a.shape[axis]}")
+        self.shape, self.grid = a.shape, _grid(index, axis)
+        return a[self.grid]
+
+    def backward(self, grad):
+        out = np.zeros(self.shape, grad.dtype)
+        np.add.at(out, self.grid, grad)  # repeated indices accumulate
+        return out
 
 
 class RMSNorm(Function):

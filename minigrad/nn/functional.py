@@ -99,9 +99,14 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, enabl
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., Hq, Tq, Tk)
     if is_causal:
         attn_mask = np.tril(np.ones((tq, tk), dtype=bool))
-    if attn_mask is not None:
+    if isinstance(attn_mask, Tensor) and attn_mask.dtype != np.bool_:
+        scores = scores + attn_mask.to(scores.dtype)  # an additive mask keeps its graph: it gets a gradient
+    elif attn_mask is not None:
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
         scores = where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + Tensor(mask.astype(scores.dtype))
+    hidden = np.all(scores.data == -np.inf, axis=-1, keepdims=True)
+    if hidden.any():  # a query that may see no key attends to nothing (zeros), as PyTorch's safe softmax
+        return where(hidden, 0.0, where(hidden, 0.0, scores).softmax(-1)) @ v  # no NaN, forward or backward
     return scores.softmax(-1) @ v
 
 
