@@ -1,9 +1,12 @@
 """minigrad: a from-scratch reverse-mode autograd engine on NumPy, with numba kernels as its hot core."""
 from minigrad.tensor import Tensor, Function, no_grad, enable_grad, is_grad_enabled, cat, stack, where
+from minigrad.tensor import result_type, promote_types
 from minigrad.creation import (tensor, zeros, ones, full, zeros_like, ones_like, arange, randn, rand,
                                manual_seed, default_generator)
+from minigrad.creation import full_like, empty, eye, linspace, randint, randn_like, rand_like, meshgrid
+from minigrad.methods import einsum, maximum, minimum
 from minigrad.gradcheck import gradcheck, GradcheckError
 from minigrad import nn, optim, stability
 from minigrad.serialization import save, load
 
-from numpy import float16, float32, float64, int32, int64, bool_  # dtypes, under PyTorch's names
+from numpy import float16, float32, float64, int8, int16, int32, int64, uint8, bool_  # dtypes, under PyTorch's names

@@ -384,3 +384,151 @@ class Cat(Function):
     def backward(self, grad):
         bounds = np.cumsum(self.sizes)[:-1]
         return tuple(np.split(grad, bounds, axis=self.axis))
+
+
+# ---- added for PyTorch's wider op set (issue 13); everything else is composed in methods.py ------
+
+
+class Pointwise(Function):
+    """An elementwise fn whose derivative is a function of the input (sin, erf, atan, ...)."""
+
+    def forward(self, a, fn, derivative):
+        self.a, self.derivative = a, derivative
+        return fn(a)
+
+    def backward(self, grad):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return grad * self.derivative(self.a)
+
+
+class Step(Function):
+    """floor, ceil, round, trunc, sign: piecewise constant, so the gradient is 0, as in PyTorch."""
+
+    def forward(self, a, fn):
+        self.shape = a.shape
+        return fn(a)
+
+    def backward(self, grad): return np.zeros(self.shape, grad.dtype)
+
+
+class Contiguous(Function):
+    def forward(self, a): return np.ascontiguousarray(a)
+    def backward(self, grad): return grad
+
+
+class Cumsum(Function):
+    def forward(self, a, axis):
+        self.axis = axis
+        return np.cumsum(a, axis=axis, dtype=a.dtype if a.dtype.kind == "f" else np.int64)
+
+    def backward(self, grad):  # each input feeds every later output: a reversed cumulative sum
+        return np.flip(np.cumsum(np.flip(grad, self.axis), axis=self.axis), self.axis)
+
+
+def _product_of_others(a, axis):
+    """For each element, the product of the others along axis (exact with zeros: no division)."""
+    a = np.moveaxis(a, axis, -1)
+    ones = np.ones(a.shape[:-1] + (1,), a.dtype)
+    left = np.cumprod(np.concatenate([ones, a[..., :-1]], -1), -1)
+    right = np.flip(np.cumprod(np.concatenate([ones, np.flip(a, -1)[..., :-1]], -1), -1), -1)
+    return np.moveaxis(left * right, -1, axis)
+
+
+class Prod(Function):
+    def forward(self, a, axis, keepdim):
+        self.a, self.axis = a, axis
+        return np.prod(a, axis=axis, keepdims=keepdim)
+
+    def backward(self, grad):
+        axis = self.axis
+        a = self.a.reshape(-1) if axis is None else self.a
+        others = _product_of_others(a, 0 if axis is None else axis).reshape(self.a.shape)
+        shape = tuple(1 if axis is None or i == axis else n for i, n in enumerate(self.a.shape))
+        return others * grad.reshape(shape)
+
+
+class Cumprod(Function):
+    def forward(self, a, axis):
+        self.a, self.axis = a, axis
+        return np.cumprod(a, axis=axis)
+
+    def backward(self, grad):
+        # d out_k / d a_i = prod_{j <= k, j != i} a_j for k >= i: exact at zeros, O(n²) along the axis
+        a, g = np.moveaxis(self.a, self.axis, -1), np.moveaxis(grad, self.axis, -1)
+        out = np.empty_like(a)
+        for i in range(a.shape[-1]):
+            without = a[..., i:].copy()
+            without[..., 0] = 1
+            prefix = np.prod(a[..., :i], -1, keepdims=True)
+            out[..., i] = (g[..., i:] * prefix * np.cumprod(without, -1)).sum(-1)
+        return np.moveaxis(out, -1, self.axis)
+
+
+class Scatter(Function):
+    """a with src's values written (or added, accumulate=True) at index along axis."""
+
+    def forward(self, a, src, index, axis, accumulate):
+        if index.size and (index.min() < -a.shape[axis] or index.max() >= a.shape[axis]):
+            raise IndexError(f"scatter index out of range for dim {axis} of size {a.shape[axis]}")
+        self.grid, self.accumulate = _grid(index, axis), accumulate
+        self.src_part = tuple(slice(0, n) for n in index.shape)
+        self.src_shape = src.shape
+        out, values = a.copy(), src[self.src_part]
+        if accumulate:
+            np.add.at(out, self.grid, values)
+        else:
+            out[self.grid] = values
+        return out
+
+    def backward(self, grad):
+        grad_a = grad
+        if not self.accumulate:  # overwritten positions take nothing from a
+            grad_a = grad.copy()
+            grad_a[self.grid] = 0
+        grad_src = np.zeros(self.src_shape, grad.dtype)
+        grad_src[self.src_part] = grad[self.grid]
+        return grad_a, grad_src
+
+
+class Pad(Function):
+    """Constant padding; widths are ((before, after), ...) per axis, all >= 0."""
+
+    def forward(self, a, widths, value):
+        self.inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, a.shape))
+        return np.pad(a, widths, constant_values=value)
+
+    def backward(self, grad): return grad[self.inside]
+
+
+class Einsum(Function):
+    """np.einsum over explicit subscripts without ellipsis (the Tensor method spells those out)."""
+
+    def forward(self, *arrays, inputs, output):
+        self.arrays, self.inputs, self.output = arrays, inputs, output
+        return np.asarray(np.einsum(f"{','.join(inputs)}->{output}", *arrays, optimize=True))
+
+    def backward(self, grad):
+        grads = []
+        for i, (array, sub) in enumerate(zip(self.arrays, self.inputs)):
+            if not self.parents[i].requires_grad:
+                grads.append(None)
+                continue
+            others = [s for j, s in enumerate(self.inputs) if j != i]
+            seen = set(self.output).union(*others)
+            kept = "".join(c for c in dict.fromkeys(sub) if c in seen)  # letters summed only here broadcast back
+            g = np.einsum(",".join([self.output] + others) + "->" + kept, grad,
+                          *[a for j, a in enumerate(self.arrays) if j != i], optimize=True)
+            if len(set(sub)) != len(sub):  # a repeated letter (a diagonal): write onto it
+                full = np.zeros(array.shape, grad.dtype)
+                np.einsum(f"{sub}->{''.join(dict.fromkeys(sub))}", full)[...] = _expand_to(g, kept, sub, array.shape)
+                grads.append(full)
+            else:
+                grads.append(_expand_to(g, kept, sub, array.shape))
+        return tuple(grads)
+
+
+def _expand_to(g, kept, sub, shape):
+    letters = "".join(dict.fromkeys(sub))
+    sizes = dict(zip(sub, shape))
+    g = g.reshape([sizes[c] if c in kept else 1 for c in letters])
+    return np.broadcast_to(g, [sizes[c] for c in letters])

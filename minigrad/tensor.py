@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from minigrad.methods import TensorMethods
+
 _grad_enabled = True
 
 
@@ -95,7 +97,7 @@ def _as_array(data, dtype):
     return array
 
 
-class Tensor:
+class Tensor(TensorMethods):
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected op
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -272,7 +274,9 @@ class Tensor:
             raise ValueError("clamp needs at least one of min and max")
         return ops.Clamp.apply(self, low=min, high=max)
 
-    def sum(self, dim=None, keepdim=False): return ops.Sum.apply(self, axis=_axes(dim, self.ndim), keepdim=keepdim)
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        x = self if dtype is None else self.to(dtype)
+        return ops.Sum.apply(x, axis=_axes(dim, x.ndim), keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False):
         axes = _axes(dim, self.ndim)

@@ -22,6 +22,7 @@ from .elementwise import (
     rotary_reference,
 )
 from .matmul import matmul, matmul_backward, matmul_backward_reference, matmul_reference
+from .special import erf, erf_reference
 from .softmax import (
     log_softmax,
     log_softmax_backward,
@@ -35,7 +36,7 @@ from .softmax import (
 
 __all__ = [
     "attention_forward", "attention_forward_reference", "attention_backward", "attention_backward_reference",
-    "concat", "concat_reference",
+    "concat", "concat_reference", "erf", "erf_reference",
     "cross_entropy_forward", "cross_entropy_forward_reference",
     "cross_entropy_backward", "cross_entropy_backward_reference",
     "rms_norm", "rms_norm_reference", "rms_norm_backward", "rms_norm_backward_reference",
