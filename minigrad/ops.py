@@ -532,3 +532,27 @@ def _expand_to(g, kept, sub, shape):
     sizes = dict(zip(sub, shape))
     g = g.reshape([sizes[c] if c in kept else 1 for c in letters])
     return np.broadcast_to(g, [sizes[c] for c in letters])
+
+
+class Windows(Function):
+    """Sliding windows over the last len(kernel) axes, as a strided view (no copy):
+    (..., L1, L2) -> (..., O1, O2, k1, k2), Oi = (Li - di (ki - 1) - 1) // si + 1. The im2col of
+    convolution and pooling; backward adds each kernel offset's slice back (a loop over the
+    kernel's positions, not over pixels)."""
+
+    def forward(self, a, kernel, stride, dilation):
+        n = len(kernel)
+        span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        view = np.lib.stride_tricks.sliding_window_view(a, span, axis=tuple(range(a.ndim - n, a.ndim)))
+        self.shape, self.kernel, self.stride, self.dilation = a.shape, kernel, stride, dilation
+        return view[(Ellipsis,) + tuple(slice(None, None, s) for s in stride) + tuple(slice(None, None, d) for d in dilation)]
+
+    def backward(self, grad):
+        out = np.zeros(self.shape, grad.dtype)
+        n = len(self.kernel)
+        outs = grad.shape[-2 * n:-n]
+        for offset in np.ndindex(*self.kernel):
+            target = tuple(slice(o * d, o * d + s * (m - 1) + 1, s)
+                           for o, d, s, m in zip(offset, self.dilation, self.stride, outs))
+            out[(Ellipsis,) + target] += grad[(Ellipsis,) + (slice(None),) * n + offset]
+        return out

@@ -270,3 +270,8 @@ def _repeat_heads(x, n):
     """(..., Hk, T, D) -> (..., Hk*n, T, D), each kv head repeated for the n query heads it serves."""
     *lead, hk, t, d = x.shape
     return x.unsqueeze(-3).expand(*lead, hk, n, t, d).reshape(*lead, hk * n, t, d)
+
+
+# convolution, pooling, resampling and normalisation live in conv.py; PyTorch's F names them all
+from minigrad.nn.conv import (avg_pool2d, batch_norm, conv1d, conv2d, conv_transpose2d, group_norm,  # noqa: E402
+                              interpolate, layer_norm, max_pool2d)
