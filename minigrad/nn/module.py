@@ -57,10 +57,16 @@ class Module:
             elif isinstance(value, Module):
                 yield from value.named_buffers(prefix + name + ".")
 
-    def _named_state(self):
-        """Parameters, then buffers: everything a state_dict holds, under PyTorch's names."""
-        yield from self.named_parameters()
-        yield from self.named_buffers()
+    def _named_state(self, prefix="", seen=None):
+        """Parameters and buffers, everything a state_dict holds, in attribute order (PyTorch's for the
+        usual layers: BatchNorm's weight and bias before its running statistics); shared ones once."""
+        seen = set() if seen is None else seen
+        for name, value in self._children():
+            if isinstance(value, Module):
+                yield from value._named_state(prefix + name + ".", seen)
+            elif id(value) not in seen:
+                seen.add(id(value))
+                yield prefix + name, value
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]

@@ -199,3 +199,17 @@ def test_unsupported_options_say_so():
         F.max_pool2d(x, 2, return_indices=True)
     with pytest.raises(ValueError, match="mode"):
         F.interpolate(x, size=2, mode="bicubic")
+
+
+def test_state_dict_order_matches_torch_for_a_composite_model():
+    class Mine(nn.Module):
+        def __init__(self):
+            self.conv, self.bn, self.fc = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Linear(2, 3)
+
+    class Theirs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(2, 3)
+
+    assert list(Mine().state_dict()) == list(Theirs().state_dict())
+    assert [n for n, _ in Mine().named_buffers()] == [n for n, _ in Theirs().named_buffers()]
