@@ -225,6 +225,11 @@ class Tensor(TensorMethods):
     def _pair(self, other, true_divide=False):
         """(self, other lifted), both cast to PyTorch's result dtype (see result_type); true division
         of two integer tensors is float32, not NumPy's float64."""
+        if self.data.dtype.kind == "f":  # the common cases, without the general rule's cost
+            if isinstance(other, Tensor) and other.data.dtype == self.data.dtype:
+                return self, other
+            if isinstance(other, (int, float)):  # a Python number never changes a float tensor's dtype
+                return self, Tensor(np.asarray(other, self.data.dtype))
         dtype = result_type(self, other)
         if true_divide and dtype.kind != "f":
             dtype = np.dtype(np.float32)
