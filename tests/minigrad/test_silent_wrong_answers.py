@@ -139,3 +139,15 @@ def test_type_promotion_follows_torch(make):
     mine, theirs = make(mg), make(torch)
     assert str(mine.dtype) == str(theirs.dtype).removeprefix("torch."), (mine.dtype, theirs.dtype)
     np.testing.assert_allclose(mine.data, theirs.numpy())
+
+
+def test_maximum_minimum_and_sort_propagate_nan_like_torch():
+    a = np.array([NAN, 1.0, 2.0, 3.0], np.float32)
+    b = np.array([0.0, NAN, 2.0, 1.0], np.float32)
+    for name in ("maximum", "minimum"):
+        np.testing.assert_array_equal(getattr(Tensor(a), name)(Tensor(b)).data,
+                                      getattr(torch.tensor(a), name)(torch.tensor(b)).numpy())
+    for descending in (False, True):
+        mine, theirs = Tensor(a).sort(descending=descending), torch.tensor(a).sort(descending=descending)
+        np.testing.assert_array_equal(mine.values.data, theirs.values.numpy())
+        np.testing.assert_array_equal(mine.indices.data, theirs.indices.numpy())
