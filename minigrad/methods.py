@@ -22,9 +22,14 @@ class TensorMethods:
         if rounding_mode not in ("floor", "trunc"):
             raise ValueError(f"rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
         a, b = self._pair(other)
-        q = a / b
-        q = q.floor() if rounding_mode == "floor" else q.trunc()
-        return q if a.dtype.kind == "f" else q.to(a.dtype)
+        if a.dtype.kind == "f":
+            q = a / b
+            return q.floor() if rounding_mode == "floor" else q.trunc()
+        if not b.data.all():  # integers: exact NumPy division, which would give 0 for x // 0
+            raise ZeroDivisionError("integer division by zero")
+        if rounding_mode == "floor":
+            return T.Tensor(np.floor_divide(a.data, b.data))
+        return T.Tensor(np.sign(a.data) * np.sign(b.data) * (np.abs(a.data) // np.abs(b.data)))
 
     def __floordiv__(self, other): return self.div(other, rounding_mode="floor")
     def __rfloordiv__(self, other): return self._pair(other)[1].div(self, rounding_mode="floor")
@@ -42,7 +47,7 @@ class TensorMethods:
     def clamp_(self, min=None, max=None):
         """In place, for tensors outside the graph (PyTorch's in-place rules)."""
         self._check_in_place("clamp_")
-        self.data = self.clamp(min, max).data
+        self[...] = self.clamp(min, max).data
         return self
 
     def contiguous(self): return self if self.data.flags.c_contiguous else T.ops.Contiguous.apply(self)
@@ -268,10 +273,10 @@ def einsum(equation, *operands):
     if len(inputs) != len(operands):
         raise ValueError(f"einsum: {equation!r} names {len(inputs)} operands, got {len(operands)}")
     spare = iter(c for c in string.ascii_letters if c not in equation)
-    lead_dims = builtins.max((t.ndim - len(s.replace("...", "")) for s, t in zip(inputs, operands) if "..." in s),
-                             default=0)
-    lead = "".join(next(spare) for _ in range(lead_dims))
-    spelled = [s.replace("...", lead[lead_dims - (t.ndim - len(s.replace("...", ""))):]) for s, t in zip(inputs, operands)]
+    def ellipsis_dims(s, t): return t.ndim - len(s.replace("...", ""))
+    lead_dims = builtins.max((ellipsis_dims(s, t) for s, t in zip(inputs, operands) if "..." in s), default=0)
+    lead = "".join(next(spare) for _ in range(lead_dims))  # right-aligned, as broadcasting aligns dims
+    spelled = [s.replace("...", lead[lead_dims - ellipsis_dims(s, t):]) for s, t in zip(inputs, operands)]
     if not _:  # implicit output: the letters seen once, in order, after the ellipsis dims
         counts = "".join(spelled)
         output = lead + "".join(sorted(c for c in set(counts) if counts.count(c) == 1 and c not in lead))

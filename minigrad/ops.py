@@ -545,7 +545,8 @@ class Windows(Function):
         span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         view = np.lib.stride_tricks.sliding_window_view(a, span, axis=tuple(range(a.ndim - n, a.ndim)))
         self.shape, self.kernel, self.stride, self.dilation = a.shape, kernel, stride, dilation
-        return view[(Ellipsis,) + tuple(slice(None, None, s) for s in stride) + tuple(slice(None, None, d) for d in dilation)]
+        steps = tuple(slice(None, None, s) for s in stride) + tuple(slice(None, None, d) for d in dilation)
+        return view[(Ellipsis,) + steps]
 
     def backward(self, grad):
         out = np.zeros(self.shape, grad.dtype)

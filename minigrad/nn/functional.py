@@ -74,13 +74,14 @@ def cross_entropy(logits, targets, ignore_index=-1, reduction="mean", softcap=No
     loss = nll_loss(log_p, targets, weight, ignore_index, reduction)
     if not label_smoothing:
         return loss
-    # smoothing mixes in the loss against the uniform distribution: -mean over classes of w_c log p_c
-    kept = Tensor((targets != ignore_index).astype(logits.dtype))
-    w = Tensor(np.ones(logits.shape[1], logits.dtype)) if weight is None else weight
-    uniform = -(log_p * w.reshape((-1,) + (1,) * (logits.ndim - 2))).sum(1) / logits.shape[1] * kept
+    # smoothing mixes in the loss against the uniform distribution, -mean over classes of w_c log p_c,
+    # averaged as the main loss is (the mean divides by the kept targets' weights)
+    kept = targets != ignore_index
+    w = np.ones(logits.shape[1]) if weight is None else np.asarray(getattr(weight, "data", weight))
+    class_weight = Tensor(w.astype(logits.dtype).reshape((-1,) + (1,) * (logits.ndim - 2)))
+    uniform = -(log_p * class_weight).sum(1) / logits.shape[1] * Tensor(kept.astype(logits.dtype))
     if reduction == "mean":
-        count = kept.sum() if weight is None else Tensor(np.asarray(weight.data)[np.where(kept.data > 0, targets, 0)] * kept.data).sum()
-        uniform = uniform.sum() / count
+        uniform = uniform.sum() / float(np.where(kept, w[np.where(kept, targets, 0)], 0).sum())
     elif reduction == "sum":
         uniform = uniform.sum()
     return loss * (1 - label_smoothing) + uniform * label_smoothing

@@ -51,12 +51,14 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, dtype=np.float32, generator=None):
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by groups {groups}")
+            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by "
+                             f"groups {groups}")
         kernel = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size, kernel_size)
         rng = generator or default_generator()
         bound = 1 / np.sqrt(in_channels // groups * kernel[0] * kernel[1])
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_channels, in_channels // groups) + kernel).astype(dtype))
+        shape = (out_channels, in_channels // groups) + kernel
+        self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, out_channels).astype(dtype)) if bias else None
 
     def forward(self, x):

@@ -262,3 +262,12 @@ def test_erf_kernel_matches_its_numpy_twin_and_torch(values, dtype):
     np.testing.assert_array_equal(kernels.erf(x), kernels.erf_reference(x))
     assert kernels.erf(x).dtype == dtype
     np.testing.assert_allclose(kernels.erf(x), torch.erf(torch.tensor(x)).numpy(), atol=1e-6)
+
+
+def test_integer_division_is_exact_and_rejects_zero():
+    a, b = np.array([10**12 + 7, -7, 7, -7]), np.array([3, 2, -2, -2])
+    for mode in ("floor", "trunc"):
+        np.testing.assert_array_equal(Tensor(a).div(Tensor(b), rounding_mode=mode).data,
+                                      torch.tensor(a).div(torch.tensor(b), rounding_mode=mode).numpy())
+    np.testing.assert_array_equal((Tensor(a) % Tensor(b)).data, (torch.tensor(a) % torch.tensor(b)).numpy())
+    helper_test_raises([], lambda: Tensor(a) // 0, lambda: torch.tensor(a) // 0)
