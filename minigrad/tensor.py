@@ -429,12 +429,12 @@ class Tensor(TensorMethods):
         """max() is the whole-tensor max (ties share the gradient); max(dim) is (values, indices)."""
         if dim is None:
             return self.amax(keepdim=keepdim)
-        return _extreme(self, dim, keepdim, np.argmax, "max")
+        return _extreme(self, dim, keepdim, np.argmax)
 
     def min(self, dim=None, keepdim=False):
         if dim is None:
             return self.amin(keepdim=keepdim)
-        return _extreme(self, dim, keepdim, np.argmin, "min")
+        return _extreme(self, dim, keepdim, np.argmin)
 
     def argmax(self, dim=None, keepdim=False): return _arg_extreme(self, dim, keepdim, np.argmax)
     def argmin(self, dim=None, keepdim=False): return _arg_extreme(self, dim, keepdim, np.argmin)
@@ -456,7 +456,7 @@ class _ReleasedGraph:
 values_indices = collections.namedtuple("values_indices", ["values", "indices"])  # torch.return_types.max etc.
 
 
-def _extreme(x, dim, keepdim, arg, name):
+def _extreme(x, dim, keepdim, arg):
     """(values, indices) of the max or min along dim; NaN wins, as in PyTorch."""
     axis = _dim(dim, x.ndim)
     if x.ndim == 0:
