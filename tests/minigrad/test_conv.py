@@ -213,3 +213,23 @@ def test_state_dict_order_matches_torch_for_a_composite_model():
 
     assert list(Mine().state_dict()) == list(Theirs().state_dict())
     assert [n for n, _ in Mine().named_buffers()] == [n for n, _ in Theirs().named_buffers()]
+
+
+@SETTINGS
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(2, 7), st.integers(2, 7),
+       st.integers(1, 3), st.integers(0, 2), st.integers(1, 2), st.integers(1, 2), st.booleans(), st.integers(0, 99))
+def test_conv2d_matches_torch_on_drawn_geometries(n, groups, per_group, h, w, kernel, padding, stride, dilation,
+                                                  transposed, seed):
+    padding = min(padding, kernel // 2)
+    if dilation * (kernel - 1) + 1 > min(h, w) + 2 * padding:
+        dilation = 1
+    if kernel > min(h, w) + 2 * padding:
+        kernel = 1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, groups * per_group, h, w)).astype(np.float32)
+    if transposed:  # the same values behind reversed strides
+        x = np.ascontiguousarray(x.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
+    weight = rng.standard_normal((2 * groups, per_group, kernel, kernel)).astype(np.float32)
+    bias = rng.standard_normal(2 * groups).astype(np.float32)
+    helper_test_op(None, lambda a, b, c: libF(a).conv2d(a, b, c, stride, padding, dilation, groups),
+                   arrays=[x, weight, bias], atol=1e-4, grad_atol=1e-4)
