@@ -129,6 +129,39 @@ def _concat_cases(rng, dtype):
             "torch": lambda c=tc, x=tn: torch.cat([c, x], 2)}
 
 
+def _conv_cases(rng, dtype):
+    """minigrad's conv2d (im2col onto the matmul kernels, in the autograd graph) against torch; the
+    NumPy contender is the same im2col with np.tensordot, forward only."""
+    import minigrad as mg
+    from minigrad.nn import functional as MF
+    for n, c, hw, o in ((64, 8, 16, 16), (16, 32, 32, 64)):
+        x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+        w = (rng.standard_normal((o, c, 3, 3)) * 0.1).astype(dtype)
+        grad = rng.standard_normal((n, o, hw, hw)).astype(dtype)
+        flops = 2.0 * n * o * hw * hw * c * 9
+        tx, tw, tg = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_(), torch.from_numpy(grad)
+        mx, mw = mg.Tensor(x, requires_grad=True), mg.Tensor(w, requires_grad=True)
+
+        def numpy_conv(x=x, w=w):
+            padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3)
+            return np.tensordot(windows, w, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
+
+        def minigrad_step(mx=mx, mw=mw, g=grad):
+            mx.grad = mw.grad = None
+            MF.conv2d(mx, mw, padding=1).backward(g)
+
+        def torch_step(tx=tx, tw=tw, g=tg):
+            torch.autograd.grad(F.conv2d(tx, tw, padding=1), (tx, tw), g)
+
+        shape = f"({n}, {c}, {hw}, {hw})*({o}, {c}, 3, 3) pad 1"
+        yield "conv2d fwd", shape, flops, {
+            "kernel": lambda mx=mx, mw=mw: MF.conv2d(mx.detach(), mw.detach(), padding=1),
+            "numpy": numpy_conv,
+            "torch": lambda tx=tx, tw=tw: F.conv2d(tx.detach(), tw.detach(), padding=1)}
+        yield "conv2d fwd+bwd", shape, 3 * flops, {"kernel": minigrad_step, "torch": torch_step}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -142,14 +175,15 @@ def main(argv=None):
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     rows = []
-    for cases in (_matmul_cases, _softmax_cases, _cross_entropy_cases, _concat_cases):
+    for cases in (_matmul_cases, _softmax_cases, _cross_entropy_cases, _concat_cases, _conv_cases):
         for name, shape, flops, contenders in cases(rng, dtype):
             if args.only not in name:
                 continue
             t = race(contenders, args.repeats)
             row = {"kernel": name, "shape": shape, "dtype": args.dtype,
                    **{f"{k}_ms": v * 1e3 for k, v in t.items()},
-                   "kernel/numpy": t["kernel"] / t["numpy"], "kernel/torch": t["kernel"] / t["torch"]}
+                   "kernel/numpy": t["kernel"] / t["numpy"] if "numpy" in t else None,
+                   "kernel/torch": t["kernel"] / t["torch"]}
             if flops:
                 row.update({f"{k}_gflops": flops / v / 1e9 for k, v in t.items()})
             rows.append(row)
@@ -162,8 +196,10 @@ def main(argv=None):
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gf = [f"{r[k]:.0f}" if k in r else "" for k in ("kernel_gflops", "numpy_gflops", "torch_gflops")]
-        print(f"| {r['kernel']} | {r['shape']} | {r['kernel_ms']:.3f} | {r['numpy_ms']:.3f} | {r['torch_ms']:.3f} "
-              f"| {r['kernel/numpy']:.2f} | {r['kernel/torch']:.2f} | {' | '.join(gf)} |")
+        numpy_ms, vs_numpy = ((f"{r['numpy_ms']:.3f}", f"{r['kernel/numpy']:.2f}") if "numpy_ms" in r
+                              else ("", ""))  # a contender without a NumPy twin (conv2d fwd+bwd)
+        print(f"| {r['kernel']} | {r['shape']} | {r['kernel_ms']:.3f} | {numpy_ms} | {r['torch_ms']:.3f} "
+              f"| {vs_numpy} | {r['kernel/torch']:.2f} | {' | '.join(gf)} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": threads, "rows": rows}, f, indent=1)

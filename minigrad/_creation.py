@@ -1,7 +1,7 @@
 """Tensor factories and the seedable random generator behind randn/rand."""
 import numpy as np
 
-from minigrad._tensor import Tensor
+from minigrad._tensor import Tensor, result_type
 
 _generator = np.random.default_rng()
 
@@ -38,9 +38,9 @@ def ones(*shape, dtype=np.float32, requires_grad=False):
     return Tensor(np.ones(_shape(shape), dtype), requires_grad=requires_grad)
 
 
-def full(shape, fill_value, dtype=np.float32, requires_grad=False):
-    """A tensor of shape filled with fill_value."""
-    return Tensor(np.full(_shape((shape,)), fill_value, dtype), requires_grad=requires_grad)
+def full(shape, fill_value, dtype=None, requires_grad=False):
+    """dtype defaults to the fill value's, as in PyTorch: bool, int64 or float32."""
+    return Tensor(np.full(_shape((shape,)), fill_value, dtype or result_type(fill_value)), requires_grad=requires_grad)
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
@@ -73,3 +73,52 @@ def rand(*shape, dtype=np.float32, requires_grad=False, generator=None):
     """Uniform samples in [0, 1) from generator (default: the one manual_seed seeds)."""
     rng = generator or _generator
     return Tensor(rng.random(_shape(shape)).astype(dtype), requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def empty(*shape, dtype=np.float32, requires_grad=False):
+    """Zero-filled (NumPy's uninitialised memory would make results depend on chance)."""
+    return zeros(*shape, dtype=dtype, requires_grad=requires_grad)
+
+
+def eye(n, m=None, dtype=np.float32, requires_grad=False):
+    return Tensor(np.eye(n, m, dtype=dtype), requires_grad=requires_grad)
+
+
+def linspace(start, end, steps, dtype=np.float32, requires_grad=False):
+    return Tensor(np.linspace(start, end, steps).astype(dtype), requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=np.int64, generator=None):
+    """randint(high, size) or randint(low, high, size), as torch.randint: integers in [low, high)."""
+    if size is None:  # randint(high, size)
+        low, high, size = 0, low, high
+    return Tensor((generator or _generator).integers(low, high, _shape((size,))).astype(dtype))
+
+
+def randn_like(t, dtype=None, generator=None):
+    return randn(*t.shape, dtype=dtype or t.dtype, generator=generator)
+
+
+def rand_like(t, dtype=None, generator=None):
+    return rand(*t.shape, dtype=dtype or t.dtype, generator=generator)
+
+
+def meshgrid(*tensors, indexing="ij"):
+    """Grids from 1-D tensors, as torch.meshgrid (indexing 'ij' or 'xy'); differentiable (expanded views)."""
+    tensors = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (tuple, list)) else tensors
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"indexing must be 'ij' or 'xy', got {indexing!r}")
+    shape = [t.numel() for t in tensors]
+    if indexing == "xy" and len(shape) >= 2:
+        shape[0], shape[1] = shape[1], shape[0]
+    grids = []
+    for i, t in enumerate(tensors):
+        axis = {0: 1, 1: 0}.get(i, i) if indexing == "xy" and len(shape) >= 2 else i
+        view = [1] * len(shape)
+        view[axis] = -1
+        grids.append(t.reshape(view).expand(shape))
+    return tuple(grids)

@@ -5,11 +5,13 @@ A Tensor wraps an np.ndarray. Every differentiable op is a `Function` (see ops.p
 and `backward` maps the output's gradient to one gradient per input. `Tensor.backward`
 orders the graph with an iterative topological sort and walks it in reverse.
 """
+import collections
 import functools
 import sys
 
 import numpy as np
 
+from minigrad._methods import TensorMethods
 from minigrad._shapes import unbroadcast
 
 _grad_enabled = True
@@ -87,7 +89,7 @@ def _as_array(data, dtype):
     return array
 
 
-class Tensor:
+class Tensor(TensorMethods):
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected op
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -213,18 +215,18 @@ class Tensor:
         return Tensor(other)
 
     def _pair(self, other, true_divide=False):
-        """(self, other lifted), promoted as PyTorch promotes: an integer operand meeting a float one
-        takes the float's dtype (NumPy would widen int64 + float32 to float64), and true division of
-        two integer tensors is float32, not NumPy's float64."""
-        other = self._lift(other)
-        a_float, b_float = self.data.dtype.kind == "f", other.data.dtype.kind == "f"  # np.floating
-        if a_float and not b_float:
-            return self, other.to(self.dtype)
-        if b_float and not a_float:
-            return self.to(other.dtype), other
-        if true_divide and not a_float:
-            return self.float(), other.float()
-        return self, other
+        """(self, other lifted), both cast to PyTorch's result dtype (see result_type); true division
+        of two integer tensors is float32, not NumPy's float64."""
+        if self.data.dtype.kind == "f":  # the common cases, without the general rule's cost
+            if isinstance(other, Tensor) and other.data.dtype == self.data.dtype:
+                return self, other
+            if isinstance(other, (int, float)):  # a Python number never changes a float tensor's dtype
+                return self, Tensor(np.asarray(other, self.data.dtype))
+        dtype = result_type(self, other)
+        if true_divide and dtype.kind != "f":
+            dtype = np.dtype(np.float32)
+        other = other if isinstance(other, Tensor) else Tensor(np.asarray(other, dtype=dtype))
+        return (self if self.dtype == dtype else self.to(dtype)), (other if other.dtype == dtype else other.to(dtype))
 
     def __add__(self, other): return ops.Add.apply(*self._pair(other))
     def __radd__(self, other): return ops.Add.apply(*self._pair(other)[::-1])
@@ -269,8 +271,9 @@ class Tensor:
             raise ValueError("clamp needs at least one of min and max")
         return ops.Clamp.apply(self, low=min, high=max)
 
-    def sum(self, dim=None, keepdim=False): return ops.Sum.apply(self, axis=_axes(dim, self.ndim), keepdim=keepdim)
-    def max(self, dim=None, keepdim=False): return ops.Max.apply(self, axis=_axes(dim, self.ndim), keepdim=keepdim)
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        x = self if dtype is None else self.to(dtype)
+        return ops.Sum.apply(x, axis=_axes(dim, x.ndim), keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False):
         axes = _axes(dim, self.ndim)
@@ -283,8 +286,8 @@ class Tensor:
         centered = self - self.mean(dim, keepdim=True)
         return (centered * centered).sum(dim, keepdim) / max(count - correction, 0)
 
-    def softmax(self, dim=-1): return ops.Softmax.apply(self, axis=dim)
-    def log_softmax(self, dim=-1): return ops.LogSoftmax.apply(self, axis=dim)
+    def softmax(self, dim=-1): return _on_1d(self, dim, lambda x: ops.Softmax.apply(x, axis=_dim(dim, x.ndim)))
+    def log_softmax(self, dim=-1): return _on_1d(self, dim, lambda x: ops.LogSoftmax.apply(x, axis=_dim(dim, x.ndim)))
 
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
@@ -361,12 +364,155 @@ class Tensor:
     def double(self): return ops.Cast.apply(self, dtype=np.float64)
     def to(self, dtype): return ops.Cast.apply(self, dtype=np.dtype(dtype))
 
+    # ---- comparisons and logic: elementwise bool tensors, no graph, as in PyTorch -----------------
+    __hash__ = object.__hash__  # defining __eq__ would drop it; tensors stay usable as dict keys
+
+    def _compare(self, other, op):
+        if not isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool, list)):
+            return NotImplemented  # t == None is False, as in PyTorch
+        a, b = self._pair(other)
+        return Tensor(op(a.data, b.data))
+
+    def __eq__(self, other): return self._compare(other, np.equal)
+    def __ne__(self, other): return self._compare(other, np.not_equal)
+    def __lt__(self, other): return self._compare(other, np.less)
+    def __le__(self, other): return self._compare(other, np.less_equal)
+    def __gt__(self, other): return self._compare(other, np.greater)
+    def __ge__(self, other): return self._compare(other, np.greater_equal)
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+
+    def _bitwise(self, other, op):
+        a, b = self._pair(other)
+        if a.dtype.kind not in "biu":
+            raise TypeError(f"{op.__name__} needs bool or integer tensors, got {a.dtype}")
+        return Tensor(op(a.data, b.data))
+
+    def __and__(self, other): return self._bitwise(other, np.bitwise_and)
+    def __or__(self, other): return self._bitwise(other, np.bitwise_or)
+    def __xor__(self, other): return self._bitwise(other, np.bitwise_xor)
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
+    def __invert__(self):
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"~ needs a bool or integer tensor, got {self.dtype}")
+        return Tensor(np.invert(self.data))
+
+    def logical_not(self): return Tensor(np.logical_not(self.data))
+    def logical_and(self, other): return Tensor(np.logical_and(self.data, self._lift(other).data))
+    def logical_or(self, other): return Tensor(np.logical_or(self.data, self._lift(other).data))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                               "use .any() or .all()")
+        return bool(self.data)
+
+    def __float__(self): return float(self.item())
+    def __int__(self): return int(self.item())
+
+    # ---- max/min with a dim: PyTorch's (values, indices), the gradient going to the index ---------
+    def amax(self, dim=None, keepdim=False):
+        """Max over dim; ties share the gradient equally (PyTorch's amax)."""
+        return ops.Max.apply(self, axis=_axes(dim, self.ndim), keepdim=keepdim)
+
+    def amin(self, dim=None, keepdim=False): return -(-self).amax(dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        """max() is the whole-tensor max (ties share the gradient); max(dim) is (values, indices)."""
+        if dim is None:
+            return self.amax(keepdim=keepdim)
+        return _extreme(self, dim, keepdim, np.argmax)
+
+    def min(self, dim=None, keepdim=False):
+        if dim is None:
+            return self.amin(keepdim=keepdim)
+        return _extreme(self, dim, keepdim, np.argmin)
+
+    def argmax(self, dim=None, keepdim=False): return _arg_extreme(self, dim, keepdim, np.argmax)
+    def argmin(self, dim=None, keepdim=False): return _arg_extreme(self, dim, keepdim, np.argmin)
+
+    def gather(self, dim, index):
+        """out[i][j][k] = self[i][index[i][j][k]][k] for dim=1; index has self's rank, any smaller sizes."""
+        index = np.asarray(index.data if isinstance(index, Tensor) else index)
+        if index.ndim != max(self.ndim, 1) and not (self.ndim == 0 and index.ndim == 0):
+            raise RuntimeError(f"gather: index has {index.ndim} dims but the tensor has {self.ndim}")
+        return ops.Gather.apply(self, index=index, axis=_dim(dim, self.ndim))
+
 
 class _ReleasedGraph:
     """Stands in for the Function of a tensor whose graph a backward has already consumed."""
     released = True
     parents = ()
 
+
+values_indices = collections.namedtuple("values_indices", ["values", "indices"])  # torch.return_types.max etc.
+
+
+def _extreme(x, dim, keepdim, arg):
+    """(values, indices) of the max or min along dim; NaN wins, as in PyTorch."""
+    axis = _dim(dim, x.ndim)
+    if x.ndim == 0:
+        return values_indices(x.reshape(()), Tensor(np.zeros((), np.int64)))
+    with np.errstate(invalid="ignore"):
+        idx = np.expand_dims(arg(x.data, axis=axis), axis)
+    values = x.gather(axis, idx)
+    if not keepdim:
+        values, idx = values.squeeze(axis), idx.squeeze(axis)
+    return values_indices(values, Tensor(idx.astype(np.int64)))
+
+
+def _arg_extreme(x, dim, keepdim, arg):
+    if dim is None:
+        out = arg(x.data.reshape(-1))
+        return Tensor(np.full((1,) * x.ndim if keepdim else (), out, np.int64))
+    axis = _dim(dim, x.ndim)
+    if x.ndim == 0:
+        return Tensor(np.zeros((), np.int64))
+    return Tensor(arg(x.data, axis=axis, keepdims=keepdim).astype(np.int64))
+
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def promote_types(a, b):
+    """PyTorch's promote_types: the higher category (bool < integer < float) wins outright, so
+    int64 with float32 is float32 (NumPy would widen to float64); within a category NumPy's rule."""
+    a, b = np.dtype(a), np.dtype(b)
+    ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
+    return np.promote_types(a, b) if ca == cb else (a if ca > cb else b)
+
+
+def result_type(*operands):
+    """The dtype PyTorch gives an op on these operands: dimensioned tensors decide, a 0-d tensor
+    only when its category (bool < integer < float) is higher, a Python number likewise, a Python
+    float then counting as float32 (so float32 + 0-d float64 stays float32, int64 + 2.5 is float32)."""
+    levels = [None, None, None]  # dimensioned tensors, 0-d tensors, Python numbers
+    for x in operands:
+        if isinstance(x, (bool, np.bool_)):
+            level, dtype = 2, np.dtype(np.bool_)
+        elif isinstance(x, (int, np.integer)):
+            level, dtype = 2, np.dtype(np.int64)
+        elif isinstance(x, (float, np.floating)):
+            level, dtype = 2, np.dtype(np.float32)
+        else:
+            dtype = x.dtype if isinstance(x, Tensor) else _as_array(x, None).dtype
+            level = 0 if np.ndim(x.data if isinstance(x, Tensor) else x) else 1
+        levels[level] = dtype if levels[level] is None else promote_types(levels[level], dtype)
+
+    def combine(higher, lower):
+        if higher is None or lower is None:
+            return higher if lower is None else lower
+        return promote_types(higher, lower) if _CATEGORY[lower.kind] > _CATEGORY[higher.kind] else higher
+    return combine(levels[0], combine(levels[1], levels[2]))
+
+
+
+def _on_1d(x, dim, fn):
+    """fn(x), a 0-d x running as one element (PyTorch accepts dim 0 or -1 there; the kernels need an axis)."""
+    if x.ndim:
+        return fn(x)
+    _dim(dim, 0)
+    return fn(x.reshape(1)).reshape(())
 
 def _is_int(i):
     return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))

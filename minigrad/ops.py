@@ -48,11 +48,14 @@ class Pow(Function):
         return self.out
 
     def backward(self, grad):
-        grad_a = grad * self.b * self.a ** (self.b - 1)
-        grad_b = None
-        if self.parents[1].requires_grad:  # d(a^b)/db = a^b ln a, only defined for a > 0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                grad_b = grad * self.out * np.log(self.a)
+        # PyTorch's conventions at a zero base: d/da is 0 where b == 0 (so 0 ** 0 has a zero
+        # gradient), d/db is 0 where a == 0 and b >= 0 (the limit of a^b ln a)
+        zero = np.zeros((), grad.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad_a = np.where(self.b == 0, zero, grad * self.b * self.a ** (self.b - 1))
+            grad_b = None
+            if self.parents[1].requires_grad:  # d(a^b)/db = a^b ln a
+                grad_b = np.where((self.a == 0) & (self.b >= 0), zero, grad * self.out * np.log(self.a))
         return grad_a, grad_b
 
 
@@ -140,7 +143,7 @@ class Sigmoid(Function):
 
 class Relu(Function):
     def forward(self, a):
-        self.positive = a > 0
+        self.positive = ~(a <= 0)  # NaN passes through with its gradient, as in PyTorch
         return np.where(self.positive, a, np.zeros((), a.dtype))
 
     def backward(self, grad): return grad * self.positive
@@ -158,7 +161,7 @@ class ReluSquared(Function):
 
 class Abs(Function):
     def forward(self, a):
-        self.sign = np.sign(a)
+        self.sign = np.nan_to_num(np.sign(a))  # PyTorch's gradient at NaN is 0
         return np.abs(a)
 
     def backward(self, grad): return grad * self.sign
@@ -203,9 +206,30 @@ class Max(Function):
 
     def backward(self, grad):
         # ties share the gradient equally, as PyTorch's amax does
-        is_max = self.a == self.out
+        # NaN is the max where the input holds one: the NaNs share the gradient, as in PyTorch's max()
+        is_max = (self.a == self.out) | (np.isnan(self.a) & np.isnan(self.out))
         share = is_max / is_max.sum(axis=self.axis, keepdims=True)
         return share * grad.reshape(_keepdim_shape(self.a.shape, self.axis))
+
+
+def _grid(index, axis):
+    """Index arrays addressing, for each element of index, its position with index's value along axis."""
+    grid = list(np.indices(index.shape, sparse=True))
+    grid[axis] = index
+    return tuple(grid)
+
+
+class Gather(Function):
+    def forward(self, a, index, axis):
+        if index.size and (index.min() < -a.shape[axis] or index.max() >= a.shape[axis]):
+            raise IndexError(f"gather index out of range for dim {axis} of size {a.shape[axis]}")
+        self.shape, self.grid = a.shape, _grid(index, axis)
+        return a[self.grid]
+
+    def backward(self, grad):
+        out = np.zeros(self.shape, grad.dtype)
+        np.add.at(out, self.grid, grad)  # repeated indices accumulate
+        return out
 
 
 class RMSNorm(Function):
@@ -354,3 +378,176 @@ class Cat(Function):
     def backward(self, grad):
         bounds = np.cumsum(self.sizes)[:-1]
         return tuple(np.split(grad, bounds, axis=self.axis))
+
+
+# ---- added for PyTorch's wider op set (issue 13); everything else is composed in methods.py ------
+
+
+class Pointwise(Function):
+    """An elementwise fn whose derivative is a function of the input (sin, erf, atan, ...)."""
+
+    def forward(self, a, fn, derivative):
+        self.a, self.derivative = a, derivative
+        return fn(a)
+
+    def backward(self, grad):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return grad * self.derivative(self.a)
+
+
+class Step(Function):
+    """floor, ceil, round, trunc, sign: piecewise constant, so the gradient is 0, as in PyTorch."""
+
+    def forward(self, a, fn):
+        self.shape = a.shape
+        return fn(a)
+
+    def backward(self, grad): return np.zeros(self.shape, grad.dtype)
+
+
+class Contiguous(Function):
+    def forward(self, a): return np.ascontiguousarray(a)
+    def backward(self, grad): return grad
+
+
+class Cumsum(Function):
+    def forward(self, a, axis):
+        self.axis = axis
+        return np.cumsum(a, axis=axis, dtype=a.dtype if a.dtype.kind == "f" else np.int64)
+
+    def backward(self, grad):  # each input feeds every later output: a reversed cumulative sum
+        return np.flip(np.cumsum(np.flip(grad, self.axis), axis=self.axis), self.axis)
+
+
+def _product_of_others(a, axis):
+    """For each element, the product of the others along axis (exact with zeros: no division)."""
+    a = np.moveaxis(a, axis, -1)
+    ones = np.ones(a.shape[:-1] + (1,), a.dtype)
+    left = np.cumprod(np.concatenate([ones, a[..., :-1]], -1), -1)
+    right = np.flip(np.cumprod(np.concatenate([ones, np.flip(a, -1)[..., :-1]], -1), -1), -1)
+    return np.moveaxis(left * right, -1, axis)
+
+
+class Prod(Function):
+    def forward(self, a, axis, keepdim):
+        self.a, self.axis = a, axis
+        return np.prod(a, axis=axis, keepdims=keepdim)
+
+    def backward(self, grad):
+        axis = self.axis
+        a = self.a.reshape(-1) if axis is None else self.a
+        others = _product_of_others(a, 0 if axis is None else axis).reshape(self.a.shape)
+        shape = tuple(1 if axis is None or i == axis else n for i, n in enumerate(self.a.shape))
+        return others * grad.reshape(shape)
+
+
+class Cumprod(Function):
+    def forward(self, a, axis):
+        self.a, self.axis = a, axis
+        return np.cumprod(a, axis=axis)
+
+    def backward(self, grad):
+        # d out_k / d a_i = prod_{j <= k, j != i} a_j for k >= i: exact at zeros, O(n²) along the axis
+        a, g = np.moveaxis(self.a, self.axis, -1), np.moveaxis(grad, self.axis, -1)
+        out = np.empty_like(a)
+        for i in range(a.shape[-1]):
+            without = a[..., i:].copy()
+            without[..., 0] = 1
+            prefix = np.prod(a[..., :i], -1, keepdims=True)
+            out[..., i] = (g[..., i:] * prefix * np.cumprod(without, -1)).sum(-1)
+        return np.moveaxis(out, -1, self.axis)
+
+
+class Scatter(Function):
+    """a with src's values written (or added, accumulate=True) at index along axis."""
+
+    def forward(self, a, src, index, axis, accumulate):
+        if index.size and (index.min() < -a.shape[axis] or index.max() >= a.shape[axis]):
+            raise IndexError(f"scatter index out of range for dim {axis} of size {a.shape[axis]}")
+        self.grid, self.accumulate = _grid(index, axis), accumulate
+        self.src_part = tuple(slice(0, n) for n in index.shape)
+        self.src_shape = src.shape
+        out, values = a.copy(), src[self.src_part]
+        if accumulate:
+            np.add.at(out, self.grid, values)
+        else:
+            out[self.grid] = values
+        return out
+
+    def backward(self, grad):
+        grad_a = grad
+        if not self.accumulate:  # overwritten positions take nothing from a
+            grad_a = grad.copy()
+            grad_a[self.grid] = 0
+        grad_src = np.zeros(self.src_shape, grad.dtype)
+        grad_src[self.src_part] = grad[self.grid]
+        return grad_a, grad_src
+
+
+class Pad(Function):
+    """Constant padding; widths are ((before, after), ...) per axis, all >= 0."""
+
+    def forward(self, a, widths, value):
+        self.inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, a.shape))
+        return np.pad(a, widths, constant_values=value)
+
+    def backward(self, grad): return grad[self.inside]
+
+
+class Einsum(Function):
+    """np.einsum over explicit subscripts without ellipsis (the Tensor method spells those out)."""
+
+    def forward(self, *arrays, inputs, output):
+        self.arrays, self.inputs, self.output = arrays, inputs, output
+        return np.asarray(np.einsum(f"{','.join(inputs)}->{output}", *arrays, optimize=True))
+
+    def backward(self, grad):
+        grads = []
+        for i, (array, sub) in enumerate(zip(self.arrays, self.inputs)):
+            if not self.parents[i].requires_grad:
+                grads.append(None)
+                continue
+            others = [s for j, s in enumerate(self.inputs) if j != i]
+            seen = set(self.output).union(*others)
+            kept = "".join(c for c in dict.fromkeys(sub) if c in seen)  # letters summed only here broadcast back
+            g = np.einsum(",".join([self.output] + others) + "->" + kept, grad,
+                          *[a for j, a in enumerate(self.arrays) if j != i], optimize=True)
+            if len(set(sub)) != len(sub):  # a repeated letter (a diagonal): write onto it
+                full = np.zeros(array.shape, grad.dtype)
+                np.einsum(f"{sub}->{''.join(dict.fromkeys(sub))}", full)[...] = _expand_to(g, kept, sub, array.shape)
+                grads.append(full)
+            else:
+                grads.append(_expand_to(g, kept, sub, array.shape))
+        return tuple(grads)
+
+
+def _expand_to(g, kept, sub, shape):
+    letters = "".join(dict.fromkeys(sub))
+    sizes = dict(zip(sub, shape))
+    g = g.reshape([sizes[c] if c in kept else 1 for c in letters])
+    return np.broadcast_to(g, [sizes[c] for c in letters])
+
+
+class Windows(Function):
+    """Sliding windows over the last len(kernel) axes, as a strided view (no copy):
+    (..., L1, L2) -> (..., O1, O2, k1, k2), Oi = (Li - di (ki - 1) - 1) // si + 1. The im2col of
+    convolution and pooling; backward adds each kernel offset's slice back (a loop over the
+    kernel's positions, not over pixels)."""
+
+    def forward(self, a, kernel, stride, dilation):
+        n = len(kernel)
+        span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        view = np.lib.stride_tricks.sliding_window_view(a, span, axis=tuple(range(a.ndim - n, a.ndim)))
+        self.shape, self.kernel, self.stride, self.dilation = a.shape, kernel, stride, dilation
+        steps = tuple(slice(None, None, s) for s in stride) + tuple(slice(None, None, d) for d in dilation)
+        return view[(Ellipsis,) + steps]
+
+    def backward(self, grad):
+        out = np.zeros(self.shape, grad.dtype)
+        n = len(self.kernel)
+        outs = grad.shape[-2 * n:-n]
+        for offset in np.ndindex(*self.kernel):
+            target = tuple(slice(o * d, o * d + s * (m - 1) + 1, s)
+                           for o, d, s, m in zip(offset, self.dilation, self.stride, outs))
+            out[(Ellipsis,) + target] += grad[(Ellipsis,) + (slice(None),) * n + offset]
+        return out

@@ -7,7 +7,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_autograd.ipynb", "02_attention.ipynb", "03_train_gpt.ipynb"]
+NAMES = ["01_autograd.ipynb", "02_attention.ipynb", "03_train_gpt.ipynb", "04_cnn.ipynb"]
 
 
 def test_every_notebook_is_tested():

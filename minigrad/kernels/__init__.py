@@ -12,6 +12,7 @@ from ._cross_entropy import (cross_entropy_backward, cross_entropy_backward_refe
 from ._elementwise import (relu_squared, relu_squared_backward, relu_squared_backward_reference,
                            relu_squared_reference, rotary, rotary_reference)
 from ._matmul import matmul, matmul_backward, matmul_backward_reference, matmul_reference
+from ._special import erf, erf_reference
 from ._norm import rms_norm, rms_norm_backward, rms_norm_backward_reference, rms_norm_reference
 from ._optim import adamw_update, adamw_update_reference, momentum_update, momentum_update_reference
 from ._softmax import (log_softmax, log_softmax_backward, log_softmax_backward_reference, log_softmax_reference,
@@ -19,7 +20,7 @@ from ._softmax import (log_softmax, log_softmax_backward, log_softmax_backward_r
 
 __all__ = [
     "attention_forward", "attention_forward_reference", "attention_backward", "attention_backward_reference",
-    "concat", "concat_reference",
+    "concat", "concat_reference", "erf", "erf_reference",
     "cross_entropy_forward", "cross_entropy_forward_reference",
     "cross_entropy_backward", "cross_entropy_backward_reference",
     "rms_norm", "rms_norm_reference", "rms_norm_backward", "rms_norm_backward_reference",

@@ -77,14 +77,14 @@ def rotary(x, cos, sin):
 @njit(cache=True)
 def _relu2_chunk(x, out, lo, hi):
     for i in range(lo, hi):
-        r = x[i] if x[i] > 0 else x.dtype.type(0)
+        r = x.dtype.type(0) if x[i] <= 0 else x[i]  # NaN passes, as np.maximum does
         out[i] = r * r
 
 
 @njit(cache=True)
 def _relu2_backward_chunk(x, g, out, lo, hi):
     for i in range(lo, hi):
-        r = x[i] if x[i] > 0 else x.dtype.type(0)
+        r = x.dtype.type(0) if x[i] <= 0 else x[i]  # NaN passes, as np.maximum does
         out[i] = g[i] * (r + r)
 
 

@@ -16,6 +16,13 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class Buffer(Tensor):
+    """A Tensor a Module keeps in its state_dict but does not train (BatchNorm's running statistics)."""
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, dtype=dtype)
+
+
 class Module:
     training = True
 
@@ -31,6 +38,8 @@ class Module:
         seen = set()
         for name, value in self._children():
             full = prefix + name
+            if isinstance(value, Buffer):
+                continue
             if isinstance(value, Parameter):
                 if id(value) not in seen:
                     seen.add(id(value))
@@ -40,6 +49,24 @@ class Module:
                     if id(p) not in seen:
                         seen.add(id(p))
                         yield sub_name, p
+
+    def named_buffers(self, prefix=""):
+        for name, value in self._children():
+            if isinstance(value, Buffer):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_buffers(prefix + name + ".")
+
+    def _named_state(self, prefix="", seen=None):
+        """Parameters and buffers, everything a state_dict holds, in attribute order (PyTorch's for the
+        usual layers: BatchNorm's weight and bias before its running statistics); shared ones once."""
+        seen = set() if seen is None else seen
+        for name, value in self._children():
+            if isinstance(value, Module):
+                yield from value._named_state(prefix + name + ".", seen)
+            elif id(value) not in seen:
+                seen.add(id(value))
+                yield prefix + name, value
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -71,12 +98,12 @@ class Module:
 
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self):
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        return OrderedDict((name, p.data.copy()) for name, p in self._named_state())
 
     def load_state_dict(self, state, strict=True):
         """Copy values into the existing parameter arrays (so an optimizer built before stays valid).
         Every key, shape and dtype is checked before anything is written: on error nothing changes."""
-        own = dict(self.named_parameters())
+        own = dict(self._named_state())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         mismatched = []
@@ -102,7 +129,7 @@ class Module:
 
 def _walk(name, value):
     """(name, Parameter or Module) pairs under one attribute, descending into lists and dicts."""
-    if isinstance(value, (Parameter, Module)):
+    if isinstance(value, (Parameter, Buffer, Module)):
         yield name, value
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
