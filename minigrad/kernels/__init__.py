@@ -1,4 +1,8 @@
 """Compute kernels for minigrad: fast paths plus NumPy twins (`<name>_reference`) with identical semantics."""
+from .threads import load_tbb
+
+load_tbb()  # before any parallel kernel launches
+
 from .attention import (
     attention_backward,
     attention_backward_reference,
