@@ -46,7 +46,15 @@ def check_option_types(hp, ints, texts=("data",)):
 def resume_checkpoint(out, step, args_key, other_command):
     """Load the checkpoint to resume in `out` (the latest, or `step`, moving newer ones aside), refusing
     one written by the other command (its meta lacks `args_key`)."""
-    model, meta, optimizer_state = load_checkpoint(out, step, training=True)
+    try:
+        model, meta, optimizer_state = load_checkpoint(out, step, training=True)
+    except ValueError as e:
+        failed = saved_steps(out)[-1] if step is None else step
+        older = [s for s in saved_steps(out) if s < failed]
+        if not older:
+            raise
+        raise ValueError(f"{e}; --resume-step STEP resumes from an older checkpoint (saved steps: "
+                         f"{', '.join(map(str, older))})") from None
     if args_key not in meta:
         raise ValueError(f"{out} holds a checkpoint written by nanochat {other_command} (its meta has no "
                          f"{args_key}); continue it with nanochat {other_command} --resume")

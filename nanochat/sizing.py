@@ -45,7 +45,8 @@ def check_fits_in_memory(config, training):
     need, have = memory_estimate(config, training), available_memory()
     if have is not None and need > have:
         c = config
-        purpose = "to train (weights, gradients, optimizer state)" if training else "for its weights"
+        purpose = ("to train (weights, gradients, optimizer state, rotary tables)" if training
+                   else "for its weights and rotary tables")
         raise ValueError(f"a model of {parameter_count(c):,} parameters (n_layer {c.n_layer}, n_embd {c.n_embd}, "
                          f"vocab_size {c.vocab_size}, sequence_len {c.sequence_len}) needs about "
                          f"{_human(need)} {purpose}, more than the {_human(have)} of memory available")
