@@ -264,7 +264,8 @@ def _one_line(e):
     if isinstance(e, OSError) and e.strerror:
         if e.filename:
             return f"{e.filename}: {e.strerror}"
-        if e.errno in (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT):  # only stdout is written unnamed
+        # every file this package writes names itself in its errors, so a nameless write error is stdout's
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EBADF, errno.EIO):
             _discard_stdout()
             return f"cannot write to standard output: {e.strerror}"
         return e.strerror

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigrad.serialization import write_atomic
 from nanochat import tasks
 from nanochat.checkpoint import latest_step, saved_steps
 from nanochat.engine import Engine
@@ -244,7 +245,7 @@ def _sft(args, src, out, given):
         print(f"pretrained model: {_describe(pretrained)}")
         print(f"fine-tuned model: {_describe(finetuned)}")
         report = {"step": hp["steps"], "items": len(held_out), "pretrained": pretrained, "finetuned": finetuned}
-        (out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(out / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
         print(f"accuracy logged to {out / 'accuracy.json'}")
     return 0
 

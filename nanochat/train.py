@@ -200,13 +200,19 @@ def plot_losses(log_path, png_path):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    try:
+        fig.savefig(png_path, dpi=100)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(png_path)) from None
     return True
 
 
 def _write(log, record):
-    log.write(json.dumps(record) + "\n")
-    log.flush()
+    try:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    except OSError as e:  # a full disk: name the file (a bare write error reads as stdout's)
+        raise OSError(e.errno, e.strerror, log.name) from None
 
 
 def _truncate_log(log_path, start_step):

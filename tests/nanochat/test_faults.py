@@ -20,7 +20,6 @@ import pytest
 import minigrad
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.cli import main
-from nanochat.run_lock import RunLock
 from nanochat.sft import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -317,6 +316,7 @@ def test_bad_steps_before_any_checkpoint_say_that_none_was_saved(tmp_path, data_
 # ---- concurrent runs, crashed saves, pruning --------------------------------------------------------
 
 def test_a_second_run_into_a_locked_directory_is_refused_naming_the_holder(tmp_path, data_file):
+    from nanochat.run_lock import RunLock
     out = tmp_path / "out"
     with RunLock(out):
         rc, _, stderr = run_cli(["train", "--data", data_file, "--out", out, *TINY, "--steps", 1])
