@@ -196,7 +196,7 @@ def _check_vocab(tokenizer, config):
 
 def _check_train_args(hp):
     """Every option, before anything is written to disk."""
-    check_option_types(hp, INT_OPTIONS)
+    check_option_types(hp, INT_OPTIONS, nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
     for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
         if hp[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")

@@ -28,13 +28,17 @@ def check_checkpoint_args(args, out):
         raise FileNotFoundError(f"checkpoint directory {out} does not exist")
 
 
-def check_option_types(hp, ints, texts=("data",)):
-    """Integers where integers belong, text or nothing in `texts`, finite numbers elsewhere (a
-    checkpoint's meta may have been edited, and nan or inf would train a poisoned model)."""
+def check_option_types(hp, ints, texts=("data",), nullable=()):
+    """Integers where integers belong, text (or nothing) in `texts`, finite numbers elsewhere, and
+    nothing only where `nullable` allows it: a checkpoint's meta may have been edited, and nan or
+    inf would train a poisoned model."""
     for name, value in hp.items():
         flag = "--" + name.replace("_", "-")
-        if value is None or name in texts:
-            if value is not None and not isinstance(value, str):
+        if value is None:
+            if name not in texts and name not in nullable:
+                raise ValueError(f"{flag} must be given, got null")
+        elif name in texts:
+            if not isinstance(value, str):
                 raise ValueError(f"{flag} must be text, got {value!r}")
         elif name in ints:
             if type(value) is not int:

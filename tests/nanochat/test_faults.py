@@ -223,6 +223,20 @@ def test_malformed_optimizer_metadata_on_resume_is_one_line_error(tmp_path, run)
     assert_one_line_error(rc, stderr, "train", "optim_000004.safetensors: malformed optimizer state")
 
 
+@pytest.mark.parametrize("value, fragment", [
+    ({"steps": None}, "--steps must be given, got null"), ({"steps": "x"}, "--steps must be an integer, got 'x'"),
+    ({"steps": 6.5}, "--steps must be an integer, got 6.5"),
+    ({"matrix_lr": float("inf")}, "--matrix-lr must be a finite number, got inf"),
+    ({"data": 5}, "--data must be text, got 5"),
+])
+def test_edited_training_options_in_meta_are_refused_on_resume(tmp_path, run, value, fragment):
+    directory = copy_of(run, tmp_path)
+    edit_meta(directory, lambda m: m["train_args"].update(value))  # json writes inf as Infinity, and reads it
+    rc, _, stderr = run_cli(["train", "--out", directory, "--resume"])
+    assert_one_line_error(rc, stderr, "train", fragment)
+    assert saved(directory) == saved(run)
+
+
 def test_train_resume_refuses_a_fine_tuning_directory_and_sft_resume_a_pretraining_one(tmp_path, run):
     directory = copy_of(run, tmp_path)
     rc, _, stderr = run_cli(["sft", "--checkpoint", tmp_path, "--out", directory, "--resume"])
