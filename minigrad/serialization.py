@@ -25,6 +25,8 @@ _DTYPE_SIZES = {
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }
+# what load() can turn into NumPy arrays (NumPy has no float8; BF16 is widened by hand)
+_LOADABLE = set(_DTYPE_SIZES) - {"F8_E5M2", "F8_E4M3"}
 # The format caps the JSON header at 100 MB; a larger length field means a corrupt file.
 _MAX_HEADER = 100_000_000
 
@@ -50,19 +52,40 @@ def save(state: dict, path, metadata: dict[str, str] | None = None) -> None:
 
 
 def write_atomic(path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old file or the new one."""
+    """Write to a temporary file beside `path`, then rename: readers see the old file or the new one.
+    The file gets the mode the umask allows (as open() would give it), and an error (a full disk, a
+    read-only directory) names `path` and leaves neither the temporary file nor a partial `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        _fsync_directory(path.parent)  # the rename itself survives a power cut
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_header(path: Path) -> tuple[dict, int]:
@@ -91,9 +114,14 @@ def _read_header(path: Path) -> tuple[dict, int]:
             continue
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            if not all(type(n) is int and n >= 0 for n in (*shape, begin, end)):
+                raise TypeError
             expected = math.prod(shape) * _DTYPE_SIZES[dtype]
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: malformed header entry for {name!r}") from None
+        if dtype not in _LOADABLE:
+            raise ValueError(f"{path}: entry {name!r} has dtype {dtype}, which minigrad cannot load "
+                             f"(it reads {', '.join(sorted(_LOADABLE))})")
         if end - begin != expected or not 0 <= begin <= end:
             raise ValueError(f"{path}: entry {name!r} has data_offsets {begin}..{end}, expected {expected} bytes")
         if end > data_size:
@@ -123,6 +151,12 @@ def load(path) -> dict[str, np.ndarray]:
             # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
             out[name] = (bits.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
     return out
+
+
+def load_header(path) -> dict:
+    """The validated header: {name: {"dtype", "shape", "data_offsets"}} (and "__metadata__" if any),
+    read without touching the data, so sizes can be checked before anything is allocated."""
+    return _read_header(Path(path))[0]
 
 
 def load_metadata(path) -> dict[str, str]:

@@ -13,10 +13,11 @@ from nanochat.engine import Engine
 
 
 def register(sub):
-    p = sub.add_parser("chat", help="chat with a checkpoint (REPL, pipe or -p)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train)")
+    p = sub.add_parser("chat", help="chat with a checkpoint (REPL, pipe or -p)", allow_abbrev=False)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train) (required)")
     p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
-    p.add_argument("-p", "--prompt", default=None, help="answer this one message and exit")
+    p.add_argument("-p", "--prompt", default=None,
+                   help="answer this one message and exit (default: read messages from stdin)")
     p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy (default %(default)s)")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens (default %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (default: random)")
@@ -32,6 +33,8 @@ def cmd_chat(args):
     for name in ("top_k", "max_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.prompt is None and sys.stdin is None:  # started with stdin closed (<&-)
+        raise ValueError("standard input is closed: pass -p PROMPT, or pipe messages in")
     model, tokenizer, _ = load_model_and_tokenizer(args.checkpoint, args.step)
     engine = Engine(model, tokenizer)
     seeds = np.random.default_rng(args.seed)  # one seed per reply: a fixed --seed replays the session

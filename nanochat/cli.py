@@ -2,6 +2,8 @@
 
 Bad input ends with a one-line error and exit status 1, never a traceback."""
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -9,9 +11,12 @@ import numpy as np
 
 from nanochat import chat_cli, sft
 from nanochat.chat_cli import print_stream
-from nanochat.checkpoint import latest_step, load_checkpoint
+from nanochat.checkpoint import latest_step, load_checkpoint, saved_steps
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
+from nanochat.run_lock import RunLock
+from nanochat.run_options import add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
+from nanochat.sizing import check_fits_in_memory
 from nanochat.tokenizer import Tokenizer
 from nanochat.train import TrainingError, check_unchanged_on_resume, config_for_depth, fit, plot_losses, resume
 
@@ -28,6 +33,8 @@ TRAIN_DEFAULTS = dict(
 # what fixes the model and the data stream: a resumed run must keep them
 FIXED_ON_RESUME = ("data", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
                    "seq_len", "seed", "val_fraction")
+INT_OPTIONS = ("depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size", "seq_len", "steps",
+               "grad_accum", "seed", "eval_every", "eval_batches", "save_every")
 
 
 def add_train_args(p):
@@ -37,7 +44,8 @@ def add_train_args(p):
     p.add_argument("--out", default="runs/base", help="output directory for tokenizer, checkpoints, logs (default: %(default)s)")
     p.add_argument("--depth", type=int, default=S, help=f"model size as in nanochat: width 64*depth (default {d['depth']})")
     for name in ("n_layer", "n_embd", "n_head", "n_kv_head"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=S, help="override the size from --depth")
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=S,
+                       help="override the size from --depth (default: from --depth)")
     p.add_argument("--vocab-size", type=int, default=S, help=f"tokenizer vocabulary (default {d['vocab_size']})")
     p.add_argument("--batch-size", type=int, default=S, help=f"sequences per micro-batch (default {d['batch_size']})")
     p.add_argument("--seq-len", type=int, default=S, help=f"tokens per sequence (default {d['seq_len']})")
@@ -56,7 +64,7 @@ def add_train_args(p):
     p.add_argument("--eval-every", type=int, default=S, help=f"steps between validations (default {d['eval_every']})")
     p.add_argument("--eval-batches", type=int, default=S, help=f"validation batches (default {d['eval_batches']})")
     p.add_argument("--save-every", type=int, default=S, help=f"steps between checkpoints (default {d['save_every']})")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_checkpoint_args(p)
     p.add_argument("--sample-tokens", type=int, default=120, help="tokens to sample at the end (default %(default)s)")
 
 
@@ -74,38 +82,42 @@ def val_batches(tokens, batch_size, seq_len, max_batches):
 def cmd_train(args):
     out = Path(args.out)
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
-    model = meta = optimizer_state = None
-    if args.resume:
-        model, meta, optimizer_state = load_checkpoint(out)  # raises if there is nothing to resume
-        check_unchanged_on_resume(given, meta.get("train_args", {}), FIXED_ON_RESUME)
-        hp = {**TRAIN_DEFAULTS, **meta.get("train_args", {}), **given}
-    else:
-        hp = {**TRAIN_DEFAULTS, **given}
-        if out.is_dir() and any(out.glob("meta_*.json")):
-            raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
-                             "to continue them, or choose another --out")
-    _check_train_args(hp)
+    _check_train_args({**TRAIN_DEFAULTS, **given})  # before anything is read or written
+    check_checkpoint_args(args, out)
     if args.sample_tokens < 0:
         raise ValueError(f"--sample-tokens must not be negative, got {args.sample_tokens}")
+    if not args.resume:
+        hp = {**TRAIN_DEFAULTS, **given}
+        check_fits_in_memory(config_for_depth(hp["depth"], hp["vocab_size"], hp["seq_len"], hp["n_layer"],
+                                              hp["n_embd"], hp["n_head"], hp["n_kv_head"]), training=True)
+    with RunLock(out):
+        return _train(args, out, given)
+
+
+def _train(args, out, given):
+    model = meta = optimizer_state = None
+    if args.resume:
+        model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "train_args", "sft")
+        check_unchanged_on_resume(given, meta.get("train_args", {}), FIXED_ON_RESUME)
+        hp = {**TRAIN_DEFAULTS, **meta.get("train_args", {}), **given}
+        _check_train_args(hp)
+    else:
+        hp = {**TRAIN_DEFAULTS, **given}
+        if saved_steps(out):
+            raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
+                             "to continue them, or choose another --out")
 
     text = load_text(hp["data"])
-    reuse_tokenizer = (out / "tokenizer.json").exists()
-    if reuse_tokenizer:
+    if args.resume:  # the checkpoint's own tokenizer
         tokenizer = Tokenizer.load(out)
-        if "vocab_size" in given and given["vocab_size"] != tokenizer.vocab_size:
-            raise ValueError(f"{out} holds a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
-                             f"{given['vocab_size']}; choose another --out for a new vocabulary")
         print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
-    else:
+    else:  # a tokenizer without checkpoints is a failed run's leftover, perhaps from other data: never reused
         print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
         tokenizer = Tokenizer.train([text], hp["vocab_size"])
     tokens = np.asarray(tokenizer.encode(text, prepend="<|bos|>"), dtype=np.int64)
     train_tokens, val_tokens = split_train_val(tokens, hp["val_fraction"])
     loader = DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"])
     val = val_batches(val_tokens, hp["batch_size"], hp["seq_len"], hp["eval_batches"])
-    if not reuse_tokenizer:  # saved only once the data has proved usable, so a failed run leaves nothing behind
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(out)
 
     if model is None:
         config = config_for_depth(hp["depth"], tokenizer.vocab_size, hp["seq_len"], hp["n_layer"],
@@ -117,19 +129,29 @@ def cmd_train(args):
     if meta is not None:
         start_step = resume(optimizers, optimizer_state, loader, meta)
         print(f"resuming from step {start_step}")
+    else:  # saved only once the data has proved usable
+        tokenizer.save(out)
     c = model.config
     print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
           f"{model.num_parameters():,} parameters; {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
 
-    records = fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step,
-        grad_accum=hp["grad_accum"], clip=hp["clip"] or None, eval_every=hp["eval_every"],
-        save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
-        warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
-        meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)})
+    try:
+        records = fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step,
+            grad_accum=hp["grad_accum"], clip=hp["clip"] or None, eval_every=hp["eval_every"],
+            save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
+            warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
+            meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)}, keep_last=args.keep_last)
+    except BaseException:
+        if meta is None and not saved_steps(out):  # nothing saved: the next run must not reuse this tokenizer
+            for p in out.glob("tokenizer.*"):
+                p.unlink()
+        raise
     if records and records[-1]["step"] < hp["steps"]:
         return 0  # interrupted: the checkpoint is saved, skip the plot and the sample
     if plot_losses(out / "log.jsonl", out / "loss.png"):
         print(f"loss curve: {out / 'loss.png'}")
+    else:
+        print("loss curve: skipped, matplotlib is not installed (pip install matplotlib)")
     if args.sample_tokens:
         print("sample:")
         # after <|bos|>, the model has rotary_seq_len - 1 positions left to generate into
@@ -174,6 +196,7 @@ def _check_vocab(tokenizer, config):
 
 def _check_train_args(hp):
     """Every option, before anything is written to disk."""
+    check_option_types(hp, INT_OPTIONS, nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
     for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
         if hp[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")
@@ -192,21 +215,24 @@ def _check_train_args(hp):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="nanochat", description="Train, sample from and chat with a nanochat GPT on minigrad.")
+    # allow_abbrev=False: a mistyped --step must not silently mean --steps
+    parser = argparse.ArgumentParser(prog="nanochat", allow_abbrev=False,
+                                     description="Train, sample from and chat with a nanochat GPT on minigrad.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a GPT from scratch (or --resume)")
+    train = sub.add_parser("train", help="train a GPT from scratch (or --resume)", allow_abbrev=False)
     add_train_args(train)
     train.set_defaults(run=cmd_train)
 
-    sample = sub.add_parser("sample", help="stream text from a checkpoint")
-    sample.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by train)")
+    sample = sub.add_parser("sample", help="stream text from a checkpoint", allow_abbrev=False)
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by train) (required)")
     sample.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
-    sample.add_argument("--prompt", default="", help="text to continue")
-    sample.add_argument("--max-tokens", type=int, default=200)
-    sample.add_argument("--temperature", type=float, default=0.8)
-    sample.add_argument("--top-k", type=int, default=None)
-    sample.add_argument("--top-p", type=float, default=None)
-    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--prompt", default="", help="text to continue (default: empty, start from <|bos|>)")
+    sample.add_argument("--max-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 for greedy (default %(default)s)")
+    sample.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens (default: all)")
+    sample.add_argument("--top-p", type=float, default=None,
+                        help="sample from the smallest set of tokens whose probability reaches p (default: off)")
+    sample.add_argument("--seed", type=int, default=None, help="seed for sampling (default: random)")
     sample.set_defaults(run=cmd_sample)
     sft.register(sub)
     chat_cli.register(sub)
@@ -215,15 +241,46 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    name = f"nanochat {args.command}"
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        print(f"{name}: error: standard output is closed", file=sys.stderr)
+        return 1
     try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, TrainingError) as e:
-        message = " ".join(str(e).split())  # one line, however the message was wrapped
-        print(f"nanochat {args.command}: error: {message}", file=sys.stderr)
+        status = args.run(args)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+    except (ValueError, OSError, RecursionError, TrainingError) as e:
+        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e):
+    if isinstance(e, OSError) and e.strerror:
+        if e.filename:
+            return f"{e.filename}: {e.strerror}"
+        # every file this package writes names itself in its errors, so a nameless write error is stdout's
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EBADF, errno.EIO):
+            _discard_stdout()
+            return f"cannot write to standard output: {e.strerror}"
+        return e.strerror
+    if isinstance(e, RecursionError):
+        return "input nested too deeply"
+    return " ".join(str(e).split())  # one line, however the message was wrapped
+
+
+def _discard_stdout():
+    """Point stdout at /dev/null so the interpreter's last flush of what is still buffered cannot
+    fail again with a traceback."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's StringIO)
+        pass
 
 
 if __name__ == "__main__":

@@ -19,17 +19,27 @@ def load_text(path=None):
         return "\n\n".join(topics[key] for key in sorted(topics))
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.txt"))
+        files = sorted(p for p in path.glob("*.txt") if p.is_file())  # a folder named x.txt is no text
         if not files:
             raise ValueError(f"no .txt files in folder {path}")
-        text = "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+        text = "\n\n".join(read_utf8(f) for f in files)
     elif path.is_file():
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path)
     else:
         raise ValueError(f"text path does not exist: {path}")
     if not text.strip():
         raise ValueError(f"no text in {path}")
     return text
+
+
+def read_utf8(path):
+    """A file's text; bytes that are not UTF-8 raise naming the file and the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
 
 
 def split_train_val(tokens, val_fraction=0.1):

@@ -40,7 +40,7 @@ class GPTConfig:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"GPTConfig.{f.name} must be a positive number, got {value!r}")
-            if f.type is int and int(value) != value:
+            if f.type is int and not isinstance(value, (int, np.integer)):  # 2.0 too: range(2.0) fails later
                 raise ValueError(f"GPTConfig.{f.name} must be an integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from minigrad.serialization import write_atomic
 from nanochat import tasks
-from nanochat.checkpoint import latest_step, load_checkpoint
+from nanochat.checkpoint import latest_step, saved_steps
 from nanochat.engine import Engine
+from nanochat.run_lock import RunLock
+from nanochat.run_options import add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
 from nanochat.tokenizer import Tokenizer
 from nanochat.train import check_unchanged_on_resume, fit, resume
 
@@ -37,14 +40,20 @@ def read_jsonl(path):
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     conversations = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path} line {lineno}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 conversation = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path} line {lineno}: JSON nested too deeply") from None
             if not isinstance(conversation, dict) or not isinstance(conversation.get("messages"), list):
                 raise ValueError(f'{path} line {lineno}: expected an object with a "messages" list')
             if not conversation["messages"]:
@@ -137,8 +146,9 @@ def synthetic_data(task_names, train_items, eval_items, seed):
 def register(sub):
     S = argparse.SUPPRESS  # absent options stay absent, so resume can tell given from default
     d = SFT_DEFAULTS
-    p = sub.add_parser("sft", help="fine-tune a checkpoint on conversations (built-in synthetic tasks by default)")
-    p.add_argument("--checkpoint", required=True, help="the pretrained checkpoint directory (as written by train)")
+    p = sub.add_parser("sft", help="fine-tune a checkpoint on conversations (built-in synthetic tasks by default)",
+                       allow_abbrev=False)
+    p.add_argument("--checkpoint", required=True, help="the pretrained checkpoint directory (as written by train) (required)")
     p.add_argument("--step", type=int, default=None, help="which step of --checkpoint (default: the latest)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint>_sft)")
     p.add_argument("--data", default=S, help='JSONL, one {"messages": [...]} per line (default: synthetic tasks)')
@@ -157,13 +167,11 @@ def register(sub):
     p.add_argument("--seed", type=int, default=S, help="seed for the synthetic items and batch order (default 0)")
     p.add_argument("--eval-every", type=int, default=S, help=f"steps between validations (default {d['eval_every']})")
     p.add_argument("--save-every", type=int, default=S, help=f"steps between checkpoints (default {d['save_every']})")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_checkpoint_args(p)
     p.set_defaults(run=cmd_sft)
 
 
 def cmd_sft(args):
-    from nanochat.cli import load_model_and_tokenizer  # cli imports this module to register the command
-
     src = Path(args.checkpoint)
     out = Path(args.out) if args.out else src.with_name(src.name + "_sft")
     if not src.is_dir():
@@ -171,13 +179,22 @@ def cmd_sft(args):
     if out.resolve() == src.resolve():
         raise ValueError("--out must differ from --checkpoint, or fine-tuning would overwrite the pretrained model")
     given = {k: v for k, v in vars(args).items() if k in SFT_DEFAULTS}
+    _check_sft_args({**SFT_DEFAULTS, **BASE_LRS, **given})  # before anything is read or written
+    check_checkpoint_args(args, out)
+    with RunLock(out):
+        return _sft(args, src, out, given)
+
+
+def _sft(args, src, out, given):
+    from nanochat.cli import load_model_and_tokenizer  # cli imports this module to register the command
+
     if args.resume:
-        model, meta, optimizer_state = load_checkpoint(out)  # raises if there is nothing to resume
+        model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "sft_args", "train")
         tokenizer = Tokenizer.load(out)
         check_unchanged_on_resume(given, meta.get("sft_args", {}), FIXED_ON_RESUME)
         hp = {**SFT_DEFAULTS, **meta.get("sft_args", {}), **given}
     else:
-        if out.is_dir() and any(out.glob("meta_*.json")):
+        if saved_steps(out):
             raise ValueError(f"{out} already holds a fine-tuned checkpoint; pass --resume or another --out")
         model, tokenizer, base_meta = load_model_and_tokenizer(src, args.step)
         base_lrs = {k: base_meta.get("train_args", {}).get(k, v) for k, v in BASE_LRS.items()}
@@ -220,14 +237,15 @@ def cmd_sft(args):
     fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step, clip=hp["clip"] or None,
         eval_every=hp["eval_every"], save_every=hp["save_every"], val_batches=val,
         token_bytes=tokenizer.token_bytes, warmup_ratio=0.0, warmdown_ratio=hp["warmdown_ratio"],
-        final_lr_frac=0.0, meta={"sft_args": hp, "source": str(src), "pretrained_accuracy": pretrained}, desc="sft")
+        final_lr_frac=0.0, meta={"sft_args": hp, "source": str(src), "pretrained_accuracy": pretrained}, desc="sft",
+        keep_last=args.keep_last)
 
     if held_out is not None and latest_step(out) == hp["steps"]:  # not after a Ctrl-C stop
         finetuned = _accuracy_record(engine, held_out)
         print(f"pretrained model: {_describe(pretrained)}")
         print(f"fine-tuned model: {_describe(finetuned)}")
         report = {"step": hp["steps"], "items": len(held_out), "pretrained": pretrained, "finetuned": finetuned}
-        (out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(out / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
         print(f"accuracy logged to {out / 'accuracy.json'}")
     return 0
 
@@ -251,6 +269,8 @@ def _describe(record):
 
 
 def _check_sft_args(hp):
+    check_option_types(hp, ("train_items", "eval_items", "steps", "batch_size", "seed", "eval_every", "save_every"),
+                       texts=("data", "tasks"))
     for name in ("steps", "batch_size", "train_items", "eval_items"):
         if hp[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")

@@ -1,7 +1,8 @@
 """The training loop shared by pretraining (`nanochat train`) and fine-tuning (`nanochat sft`).
 
 One call to `fit` runs steps [start_step, steps): gradient accumulation, a non-finite guard that
-refuses a poisoned step before any weight changes, optional clipping, nanochat's LR schedule and
+refuses a poisoned step before any weight changes (and a check of the weights after each update,
+which stops the run unsaved if an update made them non-finite), optional clipping, nanochat's LR schedule and
 Muon momentum warm-up, periodic evaluation, checkpoints, log.jsonl and a progress bar. Ctrl-C
 stops at the next step boundary and saves, so no update is ever half-applied.
 """
@@ -18,7 +19,7 @@ import minigrad
 from minigrad.nn.utils import clip_grad_norm_
 from minigrad.optim import Muon
 from minigrad.stability import first_nonfinite
-from nanochat.checkpoint import save_checkpoint
+from nanochat.checkpoint import prune_checkpoints, save_checkpoint
 from nanochat.gpt import GPTConfig
 from nanochat.schedule import lr_multiplier, muon_momentum
 
@@ -87,19 +88,30 @@ def evaluate(model, batches, token_bytes):
 
 def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, clip=None,
         eval_every=0, save_every=0, val_batches=(), token_bytes=None, warmup_ratio=0.0,
-        warmdown_ratio=0.2, final_lr_frac=0.0, max_bad_steps=3, meta=None, desc="train"):
-    """Train until `steps`; returns the list of per-step log records written this call."""
+        warmdown_ratio=0.2, final_lr_frac=0.0, max_bad_steps=3, meta=None, desc="train", keep_last=0):
+    """Train until `steps`; returns the list of per-step log records written this call. With
+    keep_last, only the newest keep_last checkpoints (and those marked keep_<step>) are kept."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
     _truncate_log(log_path, start_step)
     meta = dict(meta or {})
     records, bad_streak, last_loss, lr = [], 0, None, None
+    saved = start_step if start_step else None  # a resumed run starts from a checkpoint
     stop = _StopFlag()
 
     def checkpoint(step):
+        nonlocal saved
         save_checkpoint(out, model, step, optimizer=optimizers, loss=last_loss, lr=lr,
                         meta={**meta, "loader": loader.state_dict()})
+        saved = step
+        if keep_last:
+            prune_checkpoints(out, keep_last)
+
+    def nothing_lost():
+        if saved is None:
+            return f"no checkpoint was saved in {out}"
+        return f"the last good checkpoint (step {saved}) in {out} is untouched"
 
     bar = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps, dynamic_ncols=True)
     with bar, stop, open(log_path, "a") as log:
@@ -132,7 +144,7 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                 _write(log, record)
                 if bad_streak >= max_bad_steps:
                     raise TrainingError(f"stopping: {bad_streak} consecutive steps had a non-finite {bad}; "
-                                        f"the last good checkpoint in {out} is untouched")
+                                        f"{nothing_lost()}")
             else:
                 bad_streak = 0
                 if clip:
@@ -140,6 +152,12 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                 for opt in optimizers:
                     opt.step()
                     opt.zero_grad()
+                # finite gradients can still make non-finite weights (an inf learning rate): such a
+                # step is never saved
+                poisoned = first_nonfinite((name, p.data) for name, p in model.named_parameters())
+                if poisoned is not None:
+                    raise TrainingError(f"stopping: the update of step {step + 1} made {poisoned} non-finite; "
+                                        f"{nothing_lost()}")
                 last_loss = loss
 
                 elapsed = time.perf_counter() - t0
@@ -182,13 +200,19 @@ def plot_losses(log_path, png_path):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    try:
+        fig.savefig(png_path, dpi=100)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(png_path)) from None
     return True
 
 
 def _write(log, record):
-    log.write(json.dumps(record) + "\n")
-    log.flush()
+    try:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    except OSError as e:  # a full disk: name the file (a bare write error reads as stdout's)
+        raise OSError(e.errno, e.strerror, log.name) from None
 
 
 def _truncate_log(log_path, start_step):

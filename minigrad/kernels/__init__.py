@@ -4,6 +4,10 @@ One rule for every public kernel: it runs its fast path for the dtypes and layou
 (float32 and float64) and hands any other input to its own NumPy twin, so callers never choose.
 The implementation modules are private (`_<name>.py`); this package is the public surface.
 """
+from ._threads import load_tbb
+
+load_tbb()  # before any parallel kernel launches
+
 from ._attention import (attention_backward, attention_backward_reference, attention_forward,
                          attention_forward_reference)
 from ._concat import concat, concat_reference

@@ -320,12 +320,18 @@ def test_training_from_scratch_refuses_a_directory_with_checkpoints(tmp_path, ru
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing lost
 
 
-def test_reused_tokenizer_with_another_vocab_size_is_one_line_error(tmp_path, data_file):
+def test_leftover_tokenizer_without_checkpoints_is_replaced_not_reused(tmp_path, data_file):
+    # a failed run's tokenizer, from other data: a fresh run must train its own, not inherit this one
     out = tmp_path / "out"
-    Tokenizer.train([data_file.read_text()], 300).save(out)
-    args = ["train", "--data", data_file, "--out", out, *TINY, "--steps", 2]
-    rc, _, stderr = run_cli([*args, "--vocab-size", 290])
-    assert_one_line_error(rc, stderr, "train", "holds a 300-token tokenizer but --vocab-size is 290")
+    other_text = " ".join(f"zq{i % 97}x" for i in range(3000))
+    Tokenizer.train([other_text], 300).save(out)
+    leftover = {p.name: p.read_bytes() for p in out.glob("tokenizer.*")}
+    rc, stdout, stderr = run_cli(["train", "--data", data_file, "--out", out, *TINY, "--steps", 2, "--sample-tokens", 0])
+    assert rc == 0, stderr
+    assert "tokenizer: training a 300-token BPE" in stdout
+    assert {p.name: p.read_bytes() for p in out.glob("tokenizer.*")} != leftover
+    assert Tokenizer.load(out).encode("the quick brown fox") == Tokenizer.train([data_file.read_text()], 300).encode(
+        "the quick brown fox")
 
 
 def test_failed_run_leaves_no_tokenizer_behind(tmp_path):

@@ -1,0 +1,71 @@
+"""Options and checks shared by the commands that train (`nanochat train` and `nanochat sft`):
+resuming (from the latest or a chosen step), pruning old checkpoints, and option types."""
+import math
+
+from nanochat.checkpoint import delete_checkpoint, load_checkpoint, saved_steps
+
+
+def add_checkpoint_args(p):
+    """Resuming and pruning, shared by train and sft."""
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out (default: off)")
+    p.add_argument("--resume-step", type=int, default=None, metavar="STEP",
+                   help="continue from this step's checkpoint instead (implies --resume; newer checkpoints are "
+                        "moved to <out>/superseded) (default: the latest)")
+    p.add_argument("--keep-last", type=int, default=0, metavar="N",
+                   help="keep only the newest N checkpoints, and any step marked by a file keep_<step> in --out "
+                        "(default 0: keep all)")
+
+
+def check_checkpoint_args(args, out):
+    """--keep-last and --resume-step (which implies --resume), before anything is written."""
+    if args.keep_last < 0:
+        raise ValueError(f"--keep-last must not be negative, got {args.keep_last}")
+    if args.resume_step is not None:
+        if args.resume_step < 0:
+            raise ValueError(f"--resume-step must not be negative, got {args.resume_step}")
+        args.resume = True
+    if args.resume and not out.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {out} does not exist")
+
+
+def check_option_types(hp, ints, texts=("data",), nullable=()):
+    """Integers where integers belong, text (or nothing) in `texts`, finite numbers elsewhere, and
+    nothing only where `nullable` allows it: a checkpoint's meta may have been edited, and nan or
+    inf would train a poisoned model."""
+    for name, value in hp.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            if name not in texts and name not in nullable:
+                raise ValueError(f"{flag} must be given, got null")
+        elif name in texts:
+            if not isinstance(value, str):
+                raise ValueError(f"{flag} must be text, got {value!r}")
+        elif name in ints:
+            if type(value) is not int:
+                raise ValueError(f"{flag} must be an integer, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value!r}")
+
+
+def resume_checkpoint(out, step, args_key, other_command):
+    """Load the checkpoint to resume in `out` (the latest, or `step`, moving newer ones aside), refusing
+    one written by the other command (its meta lacks `args_key`)."""
+    try:
+        model, meta, optimizer_state = load_checkpoint(out, step, training=True)
+    except ValueError as e:
+        failed = saved_steps(out)[-1] if step is None else step
+        older = [s for s in saved_steps(out) if s < failed]
+        if not older:
+            raise
+        raise ValueError(f"{e}; --resume-step STEP resumes from an older checkpoint (saved steps: "
+                         f"{', '.join(map(str, older))})") from None
+    if args_key not in meta:
+        raise ValueError(f"{out} holds a checkpoint written by nanochat {other_command} (its meta has no "
+                         f"{args_key}); continue it with nanochat {other_command} --resume")
+    newer = [s for s in saved_steps(out) if step is not None and s > step]
+    for s in newer:
+        delete_checkpoint(out, s, into=out / "superseded")
+    if newer:
+        print(f"moved the checkpoints of steps {', '.join(map(str, newer))} (newer than --resume-step) "
+              f"to {out / 'superseded'}")
+    return model, meta, optimizer_state
