@@ -1,26 +1,68 @@
-"""Every notebook runs top to bottom in a fresh kernel; a cell that raises (the notebooks assert
-their own results) fails the test. Notebooks are committed without outputs."""
+"""The course notebooks: each runs top to bottom in a fresh kernel (a cell that raises fails the test:
+the notebooks assert their own claims), every figure it shows has labelled axes, the outputs committed
+for readers match the code (notebooks/render.py stamps them), and every "your turn" exercise is
+solvable (notebooks/solutions/) while its check rejects the unwritten stub and typical wrong answers."""
+import runpy
+import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_autograd.ipynb", "02_attention.ipynb", "03_train_gpt.ipynb"]
+NAMES = ["00_build_the_engine.ipynb", "01_autograd.ipynb", "02_attention.ipynb", "03_train_gpt.ipynb"]
+SOLUTION_FILES = sorted((NOTEBOOKS / "solutions").glob("*.py"))
+
+sys.path.insert(0, str(NOTEBOOKS))
+import exercises  # noqa: E402  (notebooks/exercises.py, what the notebooks import)
+from render import STAMP, source_hash  # noqa: E402
+
+# Run inside the kernel before the notebook: record every figure shown whose visible axes lack a label.
+LABEL_WATCH = """
+import matplotlib.backend_bases as _backend_bases
+_unlabelled, _print_figure = [], _backend_bases.FigureCanvasBase.print_figure
+def _watch(canvas, *args, **kwargs):
+    for ax in canvas.figure.axes:
+        if ax.axison and ax.get_label() != "<colorbar>" and not (ax.get_xlabel() and ax.get_ylabel()):
+            _unlabelled.append(ax.get_title() or "untitled axes")
+    return _print_figure(canvas, *args, **kwargs)
+_backend_bases.FigureCanvasBase.print_figure = _watch
+"""
+
+
+def read(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    return nb
+
+
+def code_cells(nb):
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
 
 
 def test_every_notebook_is_tested():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
 
 
+def test_every_notebook_has_a_solution_file():
+    assert [p.stem for p in SOLUTION_FILES] == [Path(name).stem for name in NAMES]
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_is_committed_without_outputs(name):
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nbformat.validate(nb)
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not dirty, f"{name}: cells {dirty} hold outputs; clear them before committing"
+def test_committed_outputs_come_from_the_committed_code(name):
+    # outputs stay in the repository so a reader sees the figures; they must be those of this code,
+    # from one top-to-bottom run
+    cells = code_cells(read(name))
+    stale = [i for i, cell in enumerate(cells) if cell.metadata.get(STAMP) != source_hash(cell)]
+    assert not stale, f"{name}: code cells {stale} changed since rendering; run python notebooks/render.py {name}"
+    assert [cell.execution_count for cell in cells] == list(range(1, len(cells) + 1)), \
+        f"{name}: not one top-to-bottom run; run python notebooks/render.py {name}"
+    errors = [out for cell in cells for out in cell.outputs if out.output_type == "error"]
+    assert not errors
+    assert any("image/png" in out.get("data", {}) for cell in cells for out in cell.outputs), \
+        f"{name}: no figure in the committed outputs"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -29,12 +71,112 @@ def test_notebook_runs(name, monkeypatch):
     # cores slow these small matrices down tenfold. The kernel inherits this environment.
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb = read(name)
+    n_cells = len(nb.cells)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(LABEL_WATCH))
+    nb.cells.append(nbformat.v4.new_code_cell("assert not _unlabelled, f'axes without labels: {_unlabelled}'"))
     client = NotebookClient(nb, timeout=180, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()  # raises CellExecutionError at the first cell that fails
+    assert len(nb.cells) == n_cells + 2
 
-    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert all(cell.execution_count is not None for cell in code_cells)
-    images = [out for cell in code_cells for out in cell.outputs if "image/png" in out.get("data", {})]
+    cells = code_cells(nb)[1:-1]
+    assert all(cell.execution_count is not None for cell in cells)
+    images = [out for cell in cells for out in cell.outputs if "image/png" in out.get("data", {})]
     assert images, f"{name} drew no figure"
+    # the exercise stubs are left for the learner: each check must say "not yet" to them
+    exercise_cells = [cell for cell in cells if "exercise" in cell.metadata.get("tags", [])]
+    assert exercise_cells, f"{name} has no exercise"
+    for cell in exercise_cells:
+        printed = "".join(out.get("text", "") for out in cell.outputs)
+        assert "✗ Not yet" in printed and "✓" not in printed, f"{name}: an exercise stub passed its check"
+
+
+def solutions():
+    found = {}
+    for path in SOLUTION_FILES:
+        for check, answer in runpy.run_path(str(path))["SOLUTIONS"].items():
+            found[check] = (path.name, answer)
+    return found
+
+
+def test_every_check_has_a_solution_and_wrong_answers():
+    assert set(solutions()) == set(exercises.CHECKS) == set(WRONG_ANSWERS)
+
+
+@pytest.mark.parametrize("check", sorted(exercises.CHECKS))
+def test_solution_passes_its_check(check):
+    path, answer = solutions()[check]
+    assert exercises.CHECKS[check](answer), f"solutions/{path} fails {check}"
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+def _square_without_the_2():
+    import minigrad
+
+    class BuggySquare(minigrad.Function):
+        def forward(self, a):
+            self.a = a
+            return a * a
+
+        def backward(self, grad):
+            return grad * self.a
+    return BuggySquare
+
+
+def _dfs_without_seen(root):
+    order = []
+
+    def visit(node):
+        for p in node._prev:
+            visit(p)
+        order.append(node)
+    visit(root)
+    return order
+
+
+def _softmax(scores):
+    w = np.exp(scores - scores.max(-1, keepdims=True))
+    return w / w.sum(-1, keepdims=True)
+
+
+def _merge_overlapping(ids, pair, new_id):
+    return [new_id if (a, b) == pair else a for a, b in zip(ids, ids[1:] + [None])
+            ] if ids else []
+
+
+def _adam_without_bias_correction(param, grad, m, v, t, lr, betas, eps, weight_decay):
+    m = betas[0] * m + (1 - betas[0]) * grad
+    v = betas[1] * v + (1 - betas[1]) * grad ** 2
+    return param * (1 - lr * weight_decay) - lr * m / (np.sqrt(v) + eps), m, v
+
+
+def _top_p_until_reached(probs, p):
+    order = np.argsort(-probs)
+    keep = order[np.cumsum(probs[order]) <= p]  # drops the token that crosses p
+    out = np.zeros_like(probs)
+    out[keep] = probs[keep]
+    return out / max(out.sum(), 1e-12)
+
+
+WRONG_ANSWERS = {
+    "check_topological_order": [stub, _dfs_without_seen, lambda root: [root]],
+    "check_unbroadcast": [stub, lambda g, shape: g, lambda g, shape: g.sum(0)],
+    "check_square_function": [stub, _square_without_the_2()],
+    "check_causal_attention": [
+        stub,
+        lambda q, k, v: _softmax(q @ k.T / np.sqrt(q.shape[1])) @ v,  # no mask
+        lambda q, k, v: _softmax(np.where(np.tril(np.ones((len(q),) * 2, bool)), q @ k.T, -np.inf)) @ v],  # no 1/sqrt(D)
+    "check_next_token_batch": [
+        stub,
+        lambda tokens, starts, n: (np.stack([tokens[s:s + n] for s in starts]),) * 2],  # y = x: no shift
+}
+
+
+@pytest.mark.parametrize("check,index", [(c, i) for c, answers in WRONG_ANSWERS.items() for i in range(len(answers))])
+def test_check_rejects_wrong_answer(check, index, capsys):
+    assert not exercises.CHECKS[check](WRONG_ANSWERS[check][index])
+    assert "✗ Not yet" in capsys.readouterr().out
