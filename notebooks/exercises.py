@@ -133,4 +133,92 @@ def _next_token_batch(make_batch):
     return _differs(x, want_x, "x") or _differs(y, want_x + 1, "y (the token after each x)")
 
 
+# ---------------------------------------------------------------- 05 the GPT block
+
+@exercise
+def _rms_norm(rms_norm):
+    """rms_norm(x) -> x divided by the root-mean-square of its last axis (NumPy, eps 1e-6 inside the root)."""
+    x = np.random.default_rng(2).standard_normal((3, 8)) * np.array([[0.1], [1.0], [30.0]]) + 0.5
+    want = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6)
+    return _differs(rms_norm(x), want, "rms_norm(x)", atol=1e-5)
+
+
+# ---------------------------------------------------------------- 06 BPE
+
+@exercise
+def _merge(merge):
+    """merge(ids, pair, new_id) -> ids with every non-overlapping occurrence of pair (left to right) replaced."""
+    cases = [(([1, 2, 3, 1, 2], (1, 2), 9), [9, 3, 9]),
+             (([5, 5, 5], (5, 5), 7), [7, 5]),
+             (([5, 5, 5, 5], (5, 5), 7), [7, 7]),
+             (([1, 2], (2, 1), 9), [1, 2]),
+             (([], (1, 2), 9), [])]
+    for args, want in cases:
+        got = list(merge(list(args[0]), *args[1:]))
+        if got != want:
+            return f"merge{args} gave {got}, expected {want}"
+    return None
+
+
+# ---------------------------------------------------------------- 07 sampling
+
+def _nucleus(probs, p):
+    order = np.argsort(-probs, kind="stable")
+    before = np.cumsum(probs[order]) - probs[order]  # mass of the tokens ranked above each one
+    keep = np.zeros(len(probs), bool)
+    keep[order[before < p]] = True
+    out = np.where(keep, probs, 0.0)
+    return out / out.sum()
+
+
+@exercise
+def _top_p(top_p):
+    """top_p(probs, p) -> the smallest set of most likely tokens whose mass reaches p, renormalised."""
+    rng = np.random.default_rng(3)
+    for p in (0.05, 0.5, 0.9, 1.0):
+        probs = rng.dirichlet(np.full(12, 0.5))
+        problem = _differs(top_p(probs.copy(), p), _nucleus(probs, p), f"top_p(p={p})")
+        if problem:
+            return problem
+    return None
+
+
+# ---------------------------------------------------------------- 08 optimizers
+
+@exercise
+def _adamw_step(adamw_step):
+    """adamw_step(param, grad, m, v, t, lr, betas, eps, weight_decay) -> (param, m, v) as minigrad.optim.AdamW."""
+    import minigrad
+
+    rng = np.random.default_rng(4)
+    hyper = dict(lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    start = rng.standard_normal(5)
+    grads = [rng.standard_normal(5) for _ in range(3)]
+    p = minigrad.tensor(start.copy(), requires_grad=True)
+    reference = minigrad.optim.AdamW([p], **hyper)
+    param, m, v = start.copy(), np.zeros(5), np.zeros(5)
+    for t, g in enumerate(grads, 1):
+        p.grad = g.copy()
+        reference.step()
+        param, m, v = adamw_step(param, g, m, v, t, **hyper)
+        problem = _differs(param, p.numpy(), f"parameter after step {t}", atol=1e-9)
+        if problem:
+            return problem
+    return None
+
+
+# ---------------------------------------------------------------- 09 SFT
+
+@exercise
+def _sft_targets(sft_targets):
+    """sft_targets(ids, mask) -> x, y: inputs and next-token targets, y = -1 where that target is not trained."""
+    from nanochat.sft import collate
+
+    ids = np.array([10, 11, 12, 13, 14, 15, 16])
+    mask = np.array([0, 0, 0, 1, 1, 0, 1], bool)
+    x_want, y_want = collate([(ids, mask)], pad_id=0)
+    x, y = sft_targets(ids, mask)
+    return _differs(x, x_want[0], "x") or _differs(y, y_want[0], "y")
+
+
 globals().update(CHECKS)  # check_topological_order, check_unbroadcast, ...: what the notebooks import
