@@ -2,6 +2,7 @@
 the notebooks assert their own claims), every figure it shows has labelled axes, the outputs committed
 for readers match the code (notebooks/render.py stamps them), and every "your turn" exercise is
 solvable (notebooks/solutions/) while its check rejects the unwritten stub and typical wrong answers."""
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -66,6 +67,37 @@ def test_committed_outputs_come_from_the_committed_code(name):
     assert not errors
     assert any("image/png" in out.get("data", {}) for cell in cells for out in cell.outputs), \
         f"{name}: no figure in the committed outputs"
+
+
+def private_names_used(source):
+    """What in a notebook's code reaches past the public API: imports of private modules or names, minigrad
+    modules other than minigrad.nn, and the private attributes of minigrad's Tensor and nanochat's GPT."""
+    import minigrad
+    from nanochat.gpt import GPT, GPTConfig
+
+    tensor = minigrad.randn(2, requires_grad=True) * 2
+    model = GPT(GPTConfig(sequence_len=8, vocab_size=300, n_layer=1, n_head=1, n_kv_head=1, n_embd=8))
+    private = {n for obj in (tensor, model) for n in set(dir(obj)) | set(vars(obj))
+               if n.startswith("_") and not n.startswith("__")}
+    private_import = re.compile(r"^(from\s+(minigrad|nanochat)\S*\._|from\s+minigrad\.(?!nn\b)|import\s+minigrad\.(?!nn\b)"
+                                r"|from\s+(minigrad|nanochat)\S*\s+import\s+.*\b_\w)")
+    found = [line.strip() for line in source.splitlines() if private_import.match(line.strip())]
+    return found + sorted(name for name in private if re.search(rf"\.{name}\b", source))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_uses_only_the_public_api(name):
+    # the packages' private modules and methods may be renamed at any time; a course must not lean on them
+    used = private_names_used("\n".join(cell.source for cell in code_cells(read(name))))
+    assert not used, f"{name} uses private names: {used}"
+
+
+def test_private_names_are_caught():
+    assert private_names_used("from minigrad.tensor import unbroadcast\norder = e._topological_order()") == \
+        ["from minigrad.tensor import unbroadcast", "_topological_order"]
+    assert private_names_used("from nanochat.tokenizer import _messages\nx = t._ctx") == \
+        ["from nanochat.tokenizer import _messages", "_ctx"]
+    assert private_names_used("from minigrad.nn import functional as F\nnode._prev") == []
 
 
 def execute_watching_labels(nb):
