@@ -133,6 +133,29 @@ def _next_token_batch(make_batch):
     return _differs(x, want_x, "x") or _differs(y, want_x + 1, "y (the token after each x)")
 
 
+# ---------------------------------------------------------------- 04 a CNN
+
+@exercise
+def _im2col(im2col):
+    """im2col(x, kernel, stride) -> (OH*OW, C*kh*kw): one row per output position (row-major), its patch
+    flattened in (channel, row, column) order, so im2col(x, k, s) @ w.reshape(O, -1).T is a convolution."""
+    rng = np.random.default_rng(5)
+    for shape, kernel, stride in [((1, 5, 5), (3, 3), 1), ((2, 6, 7), (3, 2), 1), ((2, 6, 7), (3, 2), 2),
+                                  ((3, 8, 8), (3, 3), 3)]:
+        x = rng.standard_normal(shape)
+        (kh, kw), (H, W) = kernel, shape[1:]
+        rows = [x[:, i:i + kh, j:j + kw].ravel() for i in range(0, H - kh + 1, stride)
+                for j in range(0, W - kw + 1, stride)]
+        what = f"im2col(x of shape {shape}, kernel={kernel}, stride={stride})"
+        got, want = np.asarray(im2col(x.copy(), kernel, stride)), np.array(rows)
+        if got.shape != want.shape:
+            return f"{what}: shape {got.shape}, expected {want.shape} (output positions, C*kh*kw)"
+        wrong = np.flatnonzero(~np.isclose(got, want).all(1))
+        if len(wrong):
+            return _differs(got[wrong[0]], want[wrong[0]], f"{what}, row {wrong[0]}")
+    return None
+
+
 # ---------------------------------------------------------------- 05 the GPT block
 
 @exercise

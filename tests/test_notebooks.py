@@ -15,8 +15,8 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["00_build_the_engine.ipynb", "01_autograd.ipynb", "02_attention.ipynb", "03_train_gpt.ipynb",
-         "05_gpt_block.ipynb", "06_bpe.ipynb", "07_sampling.ipynb", "08_optimizers.ipynb",
-         "09_sft_chat.ipynb"]  # 04 is reserved for the CNN notebook
+         "04_cnn.ipynb", "05_gpt_block.ipynb", "06_bpe.ipynb", "07_sampling.ipynb", "08_optimizers.ipynb",
+         "09_sft_chat.ipynb"]
 SOLUTION_FILES = sorted((NOTEBOOKS / "solutions").glob("*.py"))
 
 sys.path.insert(0, str(NOTEBOOKS))
@@ -181,6 +181,18 @@ def _dfs_without_seen(root):
     return order
 
 
+def _im2col_laid_out(axes, stride_ignored=False, last_position_dropped=False):
+    """An im2col whose (C, OH, OW, kh, kw) windows are put in the given axes order before flattening."""
+    def im2col(x, kernel, stride):
+        step = 1 if stride_ignored else stride
+        windows = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(1, 2))[:, ::step, ::step]
+        if last_position_dropped:
+            windows = windows[:, :-1, :-1]
+        C, OH, OW, kh, kw = windows.shape
+        return windows.transpose(axes).reshape(OH * OW, C * kh * kw)
+    return im2col
+
+
 def _softmax(scores):
     w = np.exp(scores - scores.max(-1, keepdims=True))
     return w / w.sum(-1, keepdims=True)
@@ -216,6 +228,12 @@ WRONG_ANSWERS = {
     "check_next_token_batch": [
         stub,
         lambda tokens, starts, n: (np.stack([tokens[s:s + n] for s in starts]),) * 2],  # y = x: no shift
+    "check_im2col": [
+        stub,
+        _im2col_laid_out((1, 2, 3, 4, 0)),  # channel last within a patch: rows no longer match w.reshape(O, -1)
+        _im2col_laid_out((2, 1, 0, 3, 4)),  # output positions column by column
+        _im2col_laid_out((1, 2, 0, 3, 4), stride_ignored=True),
+        _im2col_laid_out((1, 2, 0, 3, 4), last_position_dropped=True)],  # output size H - kh, not H - kh + 1
     "check_rms_norm": [stub, lambda x: x / np.sqrt((x ** 2).mean(-1, keepdims=True)) * 1.01,
                        lambda x: (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)],  # layer norm
     "check_merge": [stub, _merge_overlapping],
