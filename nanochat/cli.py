@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanochat import chat_cli, sft
+from minigrad.distributed import DataParallel
+from nanochat import chat_cli, parallel, sft
 from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.gpt import GPT
@@ -72,6 +73,7 @@ def val_batches(tokens, batch_size, seq_len, max_batches):
 
 
 def cmd_train(args):
+    world = parallel.world()
     out = Path(args.out)
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
     model = meta = optimizer_state = None
@@ -89,21 +91,23 @@ def cmd_train(args):
         raise ValueError(f"--sample-tokens must not be negative, got {args.sample_tokens}")
 
     text = load_text(hp["data"])
-    reuse_tokenizer = (out / "tokenizer.json").exists()
-    if reuse_tokenizer:
-        tokenizer = Tokenizer.load(out)
-        if "vocab_size" in given and given["vocab_size"] != tokenizer.vocab_size:
-            raise ValueError(f"{out} holds a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
-                             f"{given['vocab_size']}; choose another --out for a new vocabulary")
-        print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
-    else:
-        print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
-        tokenizer = Tokenizer.train([text], hp["vocab_size"])
+    if world.is_main:  # one tokenizer, trained once, sent to every rank
+        reuse_tokenizer = (out / "tokenizer.json").exists()
+        if reuse_tokenizer:
+            tokenizer = Tokenizer.load(out)
+            if "vocab_size" in given and given["vocab_size"] != tokenizer.vocab_size:
+                raise ValueError(f"{out} holds a {tokenizer.vocab_size}-token tokenizer but --vocab-size is "
+                                 f"{given['vocab_size']}; choose another --out for a new vocabulary")
+            print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
+        else:
+            print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
+            tokenizer = Tokenizer.train([text], hp["vocab_size"])
+    reuse_tokenizer, tokenizer = world.broadcast_object((reuse_tokenizer, tokenizer) if world.is_main else None)
     tokens = np.asarray(tokenizer.encode(text, prepend="<|bos|>"), dtype=np.int64)
     train_tokens, val_tokens = split_train_val(tokens, hp["val_fraction"])
-    loader = DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"])
+    loader = parallel.shard_loader(DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"]), world)
     val = val_batches(val_tokens, hp["batch_size"], hp["seq_len"], hp["eval_batches"])
-    if not reuse_tokenizer:  # saved only once the data has proved usable, so a failed run leaves nothing behind
+    if not reuse_tokenizer and world.is_main:  # saved once the data has proved usable: a failed run leaves nothing
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out)
 
@@ -116,17 +120,18 @@ def cmd_train(args):
     start_step = 0
     if meta is not None:
         start_step = resume(optimizers, optimizer_state, loader, meta)
-        print(f"resuming from step {start_step}")
+        print(f"resuming from step {start_step}" + parallel.ranks_changed(meta, world))
     c = model.config
     print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
           f"{model.num_parameters():,} parameters; {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
+    print(parallel.describe_global_batch(world, hp["batch_size"] * hp["seq_len"], hp["grad_accum"], "tokens"))
 
     records = fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step,
         grad_accum=hp["grad_accum"], clip=hp["clip"] or None, eval_every=hp["eval_every"],
         save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
         warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
-        meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)})
-    if records and records[-1]["step"] < hp["steps"]:
+        meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)}, ddp=DataParallel(model, world))
+    if not world.is_main or (records and records[-1]["step"] < hp["steps"]):
         return 0  # interrupted: the checkpoint is saved, skip the plot and the sample
     if plot_losses(out / "log.jsonl", out / "loss.png"):
         print(f"loss curve: {out / 'loss.png'}")
@@ -219,11 +224,9 @@ def main(argv=None):
         return args.run(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, TrainingError) as e:
         message = " ".join(str(e).split())  # one line, however the message was wrapped
-        print(f"nanochat {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return parallel.report_error(f"nanochat {args.command}: error: {message}")
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        return parallel.report_error("\ninterrupted", 130)
 
 
 if __name__ == "__main__":
