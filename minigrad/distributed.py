@@ -29,6 +29,10 @@ BUCKET_BYTES = 32 << 20
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
+class CollectiveError(RuntimeError):
+    """A collective failed, most likely because another rank died."""
+
+
 def launched_size(environ=None):
     """How many processes the MPI launcher started, from the environment; 1 when not launched by one."""
     environ = os.environ if environ is None else environ
@@ -105,25 +109,31 @@ class World:
 
     def broadcast_object(self, obj, root=0):
         """Rank `root`'s picklable object, on every rank."""
-        return obj if self.size == 1 else self.comm.bcast(obj, root=root)
+        return obj if self.size == 1 else self._timed(0, self.comm.bcast, obj, root=root)
 
     def all_gather_object(self, obj):
         """[every rank's obj], in rank order."""
-        return [obj] if self.size == 1 else self.comm.allgather(obj)
+        return [obj] if self.size == 1 else self._timed(0, self.comm.allgather, obj)
 
     def barrier(self):
         if self.size > 1:
-            self.comm.Barrier()
+            self._timed(0, self.comm.Barrier)
 
     def abort(self, code=1):
         """End every rank of the job at once (after an error only some ranks may have met)."""
         self.comm.Abort(code)
 
     def _timed(self, nbytes, fn, *args, **kwargs):
+        from mpi4py import MPI
         start = time.perf_counter()
-        fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except MPI.Exception as e:
+            raise CollectiveError(f"rank {self.rank} of {self.size} lost the other ranks (one probably died): "
+                                  f"{' '.join(e.Get_error_string().split())}") from None
         self.seconds_communicating += time.perf_counter() - start
         self.bytes_communicated += nbytes
+        return result
 
 
 def buckets(tensors, bucket_bytes=BUCKET_BYTES):

@@ -21,9 +21,12 @@ def world():
             sys.stdout = open(os.devnull, "w")
         previous = sys.excepthook
 
-        def abort_all(*exc_info):
-            previous(*exc_info)
-            sys.stderr.flush()
+        def abort_all(kind, error, trace):
+            if issubclass(kind, distributed.CollectiveError):  # not a bug here: say so in one line
+                print(f"nanochat: error: {error}; stopping every rank", file=sys.stderr, flush=True)
+            else:
+                previous(kind, error, trace)
+                sys.stderr.flush()
             w.abort(1)
         sys.excepthook = abort_all
     return w

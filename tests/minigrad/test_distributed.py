@@ -160,3 +160,24 @@ def test_two_ranks_match_one_process_on_the_whole_batch(tmp_path, bucket_bytes):
     # flags (five int32), the gradients (all but the unused parameter's 4 floats) and the loss
     total = reports[0]["grad_bytes"]
     assert reports[0]["bytes"] == total + 3 * (5 * 4 + (total - 4 * 4) + 8)
+
+
+def test_a_failed_collective_says_another_rank_is_gone():
+    code = """
+from mpi4py import MPI
+from minigrad import distributed
+import numpy as np
+
+class DeadPeer:
+    def Get_rank(self): return 0
+    def Get_size(self): return 2
+    def Allreduce(self, *args, **kwargs): raise MPI.Exception(MPI.ERR_OTHER)
+
+try:
+    distributed.World(DeadPeer()).all_reduce(np.zeros(3))
+except distributed.CollectiveError as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=single_thread_env(), capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.startswith("rank 0 of 2 lost the other ranks (one probably died): "), out.stdout
