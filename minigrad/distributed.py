@@ -95,6 +95,17 @@ class World:
             self._timed(array.nbytes, self.comm.Allreduce, MPI.IN_PLACE, array, op=MPI.SUM)
         return array
 
+    def reduce(self, array, root=0):
+        """Sum a contiguous NumPy array over the ranks into rank `root`'s array, in place (the
+        others' arrays are left as they were); returns it."""
+        if self.size > 1:
+            if not array.flags.c_contiguous:
+                raise ValueError("reduce needs a C-contiguous array")
+            from mpi4py import MPI
+            send, receive = (MPI.IN_PLACE, array) if self.rank == root else (array, None)
+            self._timed(array.nbytes, self.comm.Reduce, send, receive, op=MPI.SUM, root=root)
+        return array
+
     def broadcast(self, array, root=0):
         """Overwrite a contiguous NumPy array with rank `root`'s, in place; returns it."""
         if self.size > 1:
@@ -227,3 +238,71 @@ class DataParallel:
     def gradient_bytes(self):
         """Bytes of gradient one step's sync_gradients hands to MPI on each rank."""
         return sum(p.data.nbytes for p in self.params)
+
+
+class ShardedOptimizer:
+    """ZeRO-2 style data parallelism with whole parameters as the unit (as nanochat's DistMuon):
+    each parameter has one owner rank, which alone keeps its optimizer state and updates it.
+
+    A step reduces each gradient onto its owner (the others drop theirs), runs the optimizers on
+    the owned parameters, then broadcasts every updated parameter from its owner. That moves as
+    many bytes as an all-reduce, and each rank holds about 1/size of the optimizer state (AdamW's
+    two moments, Muon's momentum) and of the gradients after the step's reduction.
+
+    Args:
+        optimizers: one optimizer or a list, built over the model's parameters as usual; their
+            param groups are cut down to this rank's parameters.
+        world: a World (default: distributed.init()).
+
+    Use it in place of DataParallel and the optimizers' own step: after backward, `step()`.
+    The optimizers' state_dict() holds this rank's share only.
+    """
+
+    def __init__(self, optimizers, world=None, bucket_bytes=BUCKET_BYTES):
+        self.world = init() if world is None else world
+        self.optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+        self.bucket_bytes = bucket_bytes
+        self.params = [p for opt in self.optimizers for group in opt.param_groups for p in group["params"]]
+        # largest first, each to the least-loaded rank: every rank computes the same assignment
+        load, self.owner = [0] * self.world.size, {}
+        for p in sorted(self.params, key=lambda p: -p.data.nbytes):
+            rank = load.index(min(load))
+            self.owner[id(p)] = rank
+            load[rank] += p.data.nbytes
+        broadcast_parameters(self.params, self.world, bucket_bytes=bucket_bytes)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["params"] = [p for p in group["params"] if self.owner[id(p)] == self.world.rank]
+
+    def owned_by(self, rank):
+        return [p for p in self.params if self.owner[id(p)] == rank]
+
+    def step(self):
+        """Average each gradient onto its owner, update the owned parameters, share the results."""
+        world = self.world
+        # a parameter with no gradient on any rank keeps None, as in one process
+        anywhere = world.all_reduce(np.array([p.grad is not None for p in self.params], dtype=np.int32)) > 0
+        with_grad = {id(p) for p, has in zip(self.params, anywhere) if has}
+        for rank in range(world.size):
+            for bucket in buckets([p for p in self.owned_by(rank) if id(p) in with_grad], self.bucket_bytes):
+                flat = np.concatenate([np.zeros(p.data.size, p.data.dtype) if p.grad is None else p.grad.reshape(-1)
+                                       for p in bucket])
+                world.reduce(flat, root=rank)
+                offset = 0
+                for p in bucket:
+                    p.grad = (flat[offset:offset + p.data.size].reshape(p.data.shape) / world.size
+                              if rank == world.rank else None)
+                    offset += p.data.size
+        for opt in self.optimizers:
+            opt.step()
+        for rank in range(world.size):
+            broadcast_parameters(self.owned_by(rank), world, root=rank, bucket_bytes=self.bucket_bytes)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def state_bytes(self):
+        """Bytes of optimizer state (arrays) this rank holds."""
+        return sum(v.nbytes for opt in self.optimizers for entries in opt.state.values()
+                   for v in entries.values() if isinstance(v, np.ndarray))

@@ -181,3 +181,61 @@ except distributed.CollectiveError as e:
     out = subprocess.run([sys.executable, "-c", code], env=single_thread_env(), capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.startswith("rank 0 of 2 lost the other ranks (one probably died): "), out.stdout
+
+
+SHARDED_WORKER = r"""
+import json, sys
+import numpy as np
+from minigrad import Tensor, distributed, nn
+from minigrad.optim import AdamW
+
+world = distributed.init()
+rng = np.random.default_rng(7)
+x_all = rng.standard_normal((8, 6)).astype(np.float32)
+y_all = rng.standard_normal((8, 2)).astype(np.float32)
+
+class MLP(nn.Module):
+    def __init__(self, seed):
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 32), nn.Linear(32, 16), nn.Linear(16, 2)
+        r = np.random.default_rng(seed)
+        for p in self.parameters():
+            p.data[...] = r.standard_normal(p.shape) * 0.3
+
+    def forward(self, x):
+        return self.fc3(self.fc2(self.fc1(Tensor(x)).tanh()).tanh())
+
+def train(model, step, zero_grad, x, y):
+    for _ in range(4):
+        zero_grad()
+        d = model(x) - y
+        (d * d).mean().backward()
+        step()
+
+model = MLP(seed=world.rank)
+opt = AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+sharded = distributed.ShardedOptimizer(opt, world)
+train(model, sharded.step, sharded.zero_grad, world.shard(x_all), world.shard(y_all))
+
+reference = MLP(seed=0)
+ref_opt = AdamW(reference.parameters(), lr=0.05, weight_decay=0.1)
+train(reference, ref_opt.step, ref_opt.zero_grad, x_all, y_all)
+diff = max(float(np.abs(a.data - b.data).max()) for a, b in zip(model.parameters(), reference.parameters()))
+full_state = sum(v.nbytes for e in ref_opt.state.values() for v in e.values() if isinstance(v, np.ndarray))
+with open(f"{sys.argv[1]}/rank{world.rank}.json", "w") as f:
+    json.dump(dict(max_diff=diff, synced=distributed.parameters_match(model.parameters(), world),
+                   state_bytes=sharded.state_bytes(), full_state_bytes=full_state), f)
+"""
+
+
+def test_sharded_optimizer_matches_one_process_with_a_share_of_the_state(tmp_path):
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED_WORKER)
+    out = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script), str(tmp_path)],
+                         env=single_thread_env(), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for r in reports:
+        assert r["max_diff"] < 1e-5 and r["synced"], r
+        assert 0 < r["state_bytes"] < r["full_state_bytes"]
+    # every parameter's moments live on exactly one rank
+    assert reports[0]["state_bytes"] + reports[1]["state_bytes"] == reports[0]["full_state_bytes"]
