@@ -237,3 +237,26 @@ def test_a_killed_rank_ends_the_job_and_leaves_whole_checkpoints(data, tmp_path)
     assert steps and steps[-1] < 400
     for step in steps:  # every checkpoint that has its meta is whole (the hashes in meta match)
         load_checkpoint(out, step)
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_and_saves_once(data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--out", out, *TRAIN, "--steps", "400", "--save-every", "1000"]
+    proc = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "nanochat", *map(str, args)], env=env(),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / "log.jsonl").exists() or len((out / "log.jsonl").read_text().splitlines()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach step 2"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # mpiexec passes it on to every rank
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert stdout.count("interrupted: saved a checkpoint at step") == 1
+    step = latest_step(out)
+    assert 2 <= step < 400 and len(list(out.glob("meta_*.json"))) == 1
+    assert load_checkpoint(out)[1]["ranks"] == 2
