@@ -14,8 +14,10 @@ the others, so every rank takes the same optimizer step and the weights stay ide
         opt.step(); opt.zero_grad()
 
 Gradients travel in a few contiguous buffers (buckets of about `bucket_bytes`), one MPI
-all-reduce per bucket rather than one per tensor. A single process without mpiexec gets a
-one-rank World whose collectives are no-ops, and never imports mpi4py.
+all-reduce per bucket rather than one per tensor. ShardedOptimizer is the alternative to
+DataParallel that keeps each parameter's optimizer state on one rank only (ZeRO-2 style). A
+single process without mpiexec gets a one-rank World whose collectives are no-ops, and never
+imports mpi4py; `init(comm)` takes an explicit mpi4py communicator instead of the launch.
 """
 import hashlib
 import os
