@@ -179,9 +179,12 @@ def test_an_exception_on_one_rank_ends_the_job_with_its_message(data, tmp_path):
     assert "nanochat train: error: simulated bad batch [rank 1 of 2; stopping every rank]" in out.stderr
     assert "Traceback" not in out.stderr
     assert time.monotonic() - start < TIMEOUT  # no rank left waiting
-    # (rank 1 draws 2 batches per step) the 2nd step failed: step 1's checkpoint stands, whole
-    assert latest_step(tmp_path / "run") == 1
-    load_checkpoint(tmp_path / "run")
+    # (rank 1 draws 2 batches per step) the 2nd step failed: only step 1's checkpoint can exist (rank
+    # 0 writes it while rank 1 fails, usually in time), and what exists is whole
+    steps = [int(p.name[5:11]) for p in (tmp_path / "run").glob("meta_*.json")]
+    assert steps in ([], [1])
+    for step in steps:
+        load_checkpoint(tmp_path / "run", step)
 
 
 def _rank_pid(launcher_pid, rank):
