@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -114,7 +115,6 @@ def main():
     if args.worker:
         return worker(args.size, args.steps, args.result, args.zero)
 
-    import tempfile
     sides = ["one", "ddp"] + (["zero"] if args.zero else [])
     results = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,11 +128,11 @@ def main():
     last = results["ddp"][-1]
     comm_s = statistics.median(r["comm_s"] for r in results["ddp"])
     step_s = statistics.median(r["step_s"] for r in results["ddp"])
-    _, batch = SIZES[args.size]
-    print(f"{args.size}: {last['parameters']:,} parameters, global batch {batch} x {SIZES[args.size][0]['sequence_len']} "
-          f"tokens; load average {os.getloadavg()[0]:.2f}")
+    config, batch = SIZES[args.size]
+    print(f"{args.size}: {last['parameters']:,} parameters, global batch {batch} x {config['sequence_len']} tokens; "
+          f"load average {os.getloadavg()[0]:.2f}")
     print()
-    print(f"| setup | tokens/s | ratio |")
+    print("| setup | tokens/s | ratio |")
     print("|---|---:|---:|")
     print(f"| 1 process x {args.ranks} threads | {one:.0f} | 1.00 |")
     print(f"| {args.ranks} ranks x 1 thread | {ddp:.0f} | {ddp / one:.2f} |")
