@@ -38,6 +38,7 @@ LINKS = {"1 Gbit/s Ethernet": 125e6, "10 Gbit/s Ethernet": 1.25e9, "100 Gbit/s I
 def worker(size, steps, result_path, zero=False):
     """One rank (or the only process): time `steps` training steps after one warm-up step."""
     sys.path.insert(0, ROOT)
+    import numba
     import numpy as np
     from minigrad import distributed
     from nanochat.gpt import GPT, GPTConfig
@@ -79,7 +80,7 @@ def worker(size, steps, result_path, zero=False):
             json.dump(dict(ranks=world.size, step_s=step_s, tok_per_s=batch * kw["sequence_len"] / step_s,
                            comm_s=statistics.median(comm_s), comm_bytes=comm_bytes[-1],
                            gradient_bytes=4 * model.num_parameters(), parameters=model.num_parameters(),
-                           state_bytes=state_bytes), f)
+                           state_bytes=state_bytes, threading_layer=numba.threading_layer()), f)
 
 
 def run(size, steps, ranks, threads, result_path, zero=False):
@@ -130,7 +131,7 @@ def main():
     step_s = statistics.median(r["step_s"] for r in results["ddp"])
     config, batch = SIZES[args.size]
     print(f"{args.size}: {last['parameters']:,} parameters, global batch {batch} x {config['sequence_len']} tokens; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"numba's {results['one'][-1]['threading_layer']} threading layer; load average {os.getloadavg()[0]:.2f}")
     print()
     print("| setup | tokens/s | ratio |")
     print("|---|---:|---:|")
