@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nanochat import chat_cli, sft
+from minigrad.distributed import DataParallel
+from nanochat import chat_cli, parallel, sft
 from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint, saved_steps
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
-from nanochat.run_lock import RunLock
 from nanochat.run_options import add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
 from nanochat.sizing import check_fits_in_memory
 from nanochat.tokenizer import Tokenizer
@@ -90,11 +90,12 @@ def cmd_train(args):
         hp = {**TRAIN_DEFAULTS, **given}
         check_fits_in_memory(config_for_depth(hp["depth"], hp["vocab_size"], hp["seq_len"], hp["n_layer"],
                                               hp["n_embd"], hp["n_head"], hp["n_kv_head"]), training=True)
-    with RunLock(out):
+    with parallel.run_lock(out):
         return _train(args, out, given)
 
 
 def _train(args, out, given):
+    world = parallel.world()
     model = meta = optimizer_state = None
     if args.resume:
         model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "train_args", "sft")
@@ -108,15 +109,17 @@ def _train(args, out, given):
                              "to continue them, or choose another --out")
 
     text = load_text(hp["data"])
-    if args.resume:  # the checkpoint's own tokenizer
-        tokenizer = Tokenizer.load(out)
-        print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
-    else:  # a tokenizer without checkpoints is a failed run's leftover, perhaps from other data: never reused
-        print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
-        tokenizer = Tokenizer.train([text], hp["vocab_size"])
+    if world.is_main:  # one tokenizer, sent to every rank
+        if args.resume:  # the checkpoint's own tokenizer
+            tokenizer = Tokenizer.load(out)
+            print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
+        else:  # a tokenizer without checkpoints is a failed run's leftover, perhaps from other data: never reused
+            print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
+            tokenizer = Tokenizer.train([text], hp["vocab_size"])
+    tokenizer = world.broadcast_object(tokenizer if world.is_main else None)
     tokens = np.asarray(tokenizer.encode(text, prepend="<|bos|>"), dtype=np.int64)
     train_tokens, val_tokens = split_train_val(tokens, hp["val_fraction"])
-    loader = DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"])
+    loader = parallel.shard_loader(DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"]), world)
     val = val_batches(val_tokens, hp["batch_size"], hp["seq_len"], hp["eval_batches"])
 
     if model is None:
@@ -128,25 +131,27 @@ def _train(args, out, given):
     start_step = 0
     if meta is not None:
         start_step = resume(optimizers, optimizer_state, loader, meta)
-        print(f"resuming from step {start_step}")
-    else:  # saved only once the data has proved usable
+        print(f"resuming from step {start_step}" + parallel.ranks_changed(meta, world))
+    elif world.is_main:  # saved only once the data has proved usable
         tokenizer.save(out)
     c = model.config
     print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
           f"{model.num_parameters():,} parameters; {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
+    print(parallel.describe_global_batch(world, hp["batch_size"] * hp["seq_len"], hp["grad_accum"], "tokens"))
 
     try:
         records = fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step,
             grad_accum=hp["grad_accum"], clip=hp["clip"] or None, eval_every=hp["eval_every"],
             save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
             warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
-            meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)}, keep_last=args.keep_last)
+            meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)}, keep_last=args.keep_last,
+            ddp=DataParallel(model, world))
     except BaseException:
-        if meta is None and not saved_steps(out):  # nothing saved: the next run must not reuse this tokenizer
+        if world.is_main and meta is None and not saved_steps(out):  # nothing saved: never reuse this tokenizer
             for p in out.glob("tokenizer.*"):
                 p.unlink()
         raise
-    if records and records[-1]["step"] < hp["steps"]:
+    if not world.is_main or (records and records[-1]["step"] < hp["steps"]):
         return 0  # interrupted: the checkpoint is saved, skip the plot and the sample
     if plot_losses(out / "log.jsonl", out / "loss.png"):
         print(f"loss curve: {out / 'loss.png'}")
@@ -253,11 +258,9 @@ def main(argv=None):
         _discard_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
     except (ValueError, OSError, RecursionError, TrainingError) as e:
-        print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return parallel.report_error(f"{name}: error: {_one_line(e)}")
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        return parallel.report_error("\ninterrupted", 130)
 
 
 def _one_line(e):

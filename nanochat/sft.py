@@ -8,15 +8,16 @@ is reported for the pretrained and the fine-tuned model.
 """
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from minigrad.distributed import DataParallel
 from minigrad.serialization import write_atomic
-from nanochat import tasks
+from nanochat import parallel, tasks
 from nanochat.checkpoint import latest_step, saved_steps
 from nanochat.engine import Engine
-from nanochat.run_lock import RunLock
 from nanochat.run_options import add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
 from nanochat.tokenizer import Tokenizer
 from nanochat.train import check_unchanged_on_resume, fit, resume
@@ -181,12 +182,14 @@ def cmd_sft(args):
     given = {k: v for k, v in vars(args).items() if k in SFT_DEFAULTS}
     _check_sft_args({**SFT_DEFAULTS, **BASE_LRS, **given})  # before anything is read or written
     check_checkpoint_args(args, out)
-    with RunLock(out):
+    with parallel.run_lock(out):
         return _sft(args, src, out, given)
 
 
 def _sft(args, src, out, given):
     from nanochat.cli import load_model_and_tokenizer  # cli imports this module to register the command
+
+    world = parallel.world()
 
     if args.resume:
         model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "sft_args", "train")
@@ -215,12 +218,12 @@ def _sft(args, src, out, given):
         rows = render_rows(tokenizer, [(f"{hp['data']} line {n}", c) for n, c in read_jsonl(hp["data"])], max_tokens)
         val_rows = []
     pad_id = tokenizer.encode_special("<|assistant_end|>")  # any id will do: padded positions carry no loss
-    loader = SFTLoader(rows, hp["batch_size"], pad_id, seed=hp["seed"])
+    loader = parallel.shard_loader(SFTLoader(rows, hp["batch_size"], pad_id, seed=hp["seed"]), world)
     val = [collate(val_rows[i:i + hp["batch_size"]], pad_id) for i in range(0, len(val_rows), hp["batch_size"])]
 
     pretrained = meta.get("pretrained_accuracy") if meta else None
     if held_out is not None and pretrained is None:
-        pretrained = _accuracy_record(engine, held_out)
+        pretrained = _accuracy_record(engine, held_out, world)
         print(f"pretrained model: {_describe(pretrained)}")
 
     scale = hp["lr_scale"]
@@ -229,23 +232,26 @@ def _sft(args, src, out, given):
     start_step = 0
     if meta is not None:
         start_step = resume(optimizers, optimizer_state, loader, meta)
-        print(f"resuming from step {start_step}")
-    if not (out / "tokenizer.json").exists():
+        print(f"resuming from step {start_step}" + parallel.ranks_changed(meta, world))
+    if world.is_main and not (out / "tokenizer.json").exists():
         tokenizer.save(out)  # the output directory is a complete, loadable checkpoint on its own
     print(f"sft: {len(rows):,} conversations, {hp['steps']} steps of {hp['batch_size']} -> {out}")
+    print(parallel.describe_global_batch(world, hp["batch_size"], 1, "conversations"))
 
     fit(model, optimizers, loader, out=out, steps=hp["steps"], start_step=start_step, clip=hp["clip"] or None,
         eval_every=hp["eval_every"], save_every=hp["save_every"], val_batches=val,
         token_bytes=tokenizer.token_bytes, warmup_ratio=0.0, warmdown_ratio=hp["warmdown_ratio"],
         final_lr_frac=0.0, meta={"sft_args": hp, "source": str(src), "pretrained_accuracy": pretrained}, desc="sft",
-        keep_last=args.keep_last)
+        keep_last=args.keep_last, ddp=DataParallel(model, world))
 
-    if held_out is not None and latest_step(out) == hp["steps"]:  # not after a Ctrl-C stop
-        finetuned = _accuracy_record(engine, held_out)
+    finished = world.broadcast_object(latest_step(out) == hp["steps"] if world.is_main else None)  # rank 0 saved
+    if held_out is not None and finished:  # not after a Ctrl-C stop
+        finetuned = _accuracy_record(engine, held_out, world)
         print(f"pretrained model: {_describe(pretrained)}")
         print(f"fine-tuned model: {_describe(finetuned)}")
         report = {"step": hp["steps"], "items": len(held_out), "pretrained": pretrained, "finetuned": finetuned}
-        write_atomic(out / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
+        if world.is_main:
+            write_atomic(out / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
         print(f"accuracy logged to {out / 'accuracy.json'}")
     return 0
 
@@ -258,9 +264,17 @@ def _check_questions_fit(engine, items):
             raise ValueError(f"held-out item {i} cannot be asked: {e}; use a model with a longer context") from None
 
 
-def _accuracy_record(engine, items):
-    overall, per_task = tasks.accuracy(engine, items)
-    return {"overall": overall, "per_task": per_task}
+def _accuracy_record(engine, items, world):
+    """Exact-match accuracy, overall and per task; each rank answers its share of the items."""
+    share = world.shard(items)
+    _, per_task = tasks.accuracy(engine, share)
+    asked = Counter(item["task"] for item in share)
+    right, total = Counter(), Counter()
+    for rank_right, rank_asked in world.all_gather_object(({t: round(per_task[t] * asked[t]) for t in asked}, asked)):
+        right.update(rank_right)
+        total.update(rank_asked)
+    return {"overall": sum(right.values()) / max(sum(total.values()), 1),
+            "per_task": {task: right[task] / total[task] for task in total}}
 
 
 def _describe(record):

@@ -6,6 +6,7 @@ which stops the run unsaved if an update made them non-finite), optional clippin
 Muon momentum warm-up, periodic evaluation, checkpoints, log.jsonl and a progress bar. Ctrl-C
 stops at the next step boundary and saves, so no update is ever half-applied.
 """
+import contextlib
 import json
 import math
 import signal
@@ -16,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 import minigrad
+from minigrad import distributed
 from minigrad.nn.utils import clip_grad_norm_
 from minigrad.optim import Muon
 from minigrad.stability import first_nonfinite
@@ -70,11 +72,12 @@ def find_nonfinite(loss, model):
 
 
 @minigrad.no_grad()
-def evaluate(model, batches, token_bytes):
+def evaluate(model, batches, token_bytes, world=None):
     """Mean loss per target token and bits per byte over fixed batches (special tokens, which have
-    no bytes, and ignored targets are left out of bits per byte, as nanochat does)."""
+    no bytes, and ignored targets are left out of bits per byte, as nanochat does). With a World,
+    each rank evaluates its share of the batches and the sums are added up over the ranks."""
     total_loss, total_count, total_nats, total_bytes = 0.0, 0, 0.0, 0
-    for x, y in batches:
+    for x, y in (batches if world is None else world.shard(batches)):
         losses = model(x, targets=y, loss_reduction="none").data.astype(np.float64)
         y = y.reshape(-1)
         valid = y >= 0
@@ -83,38 +86,53 @@ def evaluate(model, batches, token_bytes):
         total_count += int(valid.sum())
         total_nats += losses[nbytes > 0].sum()
         total_bytes += int(nbytes.sum())
+    if world is not None:
+        total_loss, total_count, total_nats, total_bytes = world.sum_values(total_loss, total_count, total_nats,
+                                                                            total_bytes)
     return total_loss / max(total_count, 1), total_nats / (math.log(2) * max(total_bytes, 1))
 
 
 def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, clip=None,
         eval_every=0, save_every=0, val_batches=(), token_bytes=None, warmup_ratio=0.0,
-        warmdown_ratio=0.2, final_lr_frac=0.0, max_bad_steps=3, meta=None, desc="train", keep_last=0):
+        warmdown_ratio=0.2, final_lr_frac=0.0, max_bad_steps=3, meta=None, desc="train", keep_last=0, ddp=None):
     """Train until `steps`; returns the list of per-step log records written this call. With
-    keep_last, only the newest keep_last checkpoints (and those marked keep_<step>) are kept."""
+    keep_last, only the newest keep_last checkpoints (and those marked keep_<step>) are kept.
+
+    `ddp`, a minigrad.distributed.DataParallel of `model`, makes this one rank of a data-parallel
+    run: the gradients, the loss and the evaluation are averaged over the ranks, and rank 0 alone
+    writes the log, the progress bar and the checkpoints."""
+    ddp = distributed.DataParallel(model, distributed.World()) if ddp is None else ddp
+    world = ddp.world
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
-    _truncate_log(log_path, start_step)
-    meta = dict(meta or {})
+    if world.is_main:
+        _truncate_log(log_path, start_step)
+    meta = dict(meta or {}, **({"ranks": world.size} if world.size > 1 else {}))
     records, bad_streak, last_loss, lr = [], 0, None, None
     saved = start_step if start_step else None  # a resumed run starts from a checkpoint
     stop = _StopFlag()
 
     def checkpoint(step):
         nonlocal saved
-        save_checkpoint(out, model, step, optimizer=optimizers, loss=last_loss, lr=lr,
-                        meta={**meta, "loader": loader.state_dict()})
+        if world.size > 1 and not ddp.in_sync():
+            raise TrainingError(f"the ranks' weights differ at step {step}; no checkpoint was written")
+        if world.is_main:
+            save_checkpoint(out, model, step, optimizer=optimizers, loss=last_loss, lr=lr,
+                            meta={**meta, "loader": loader.state_dict()})
+            if keep_last:
+                prune_checkpoints(out, keep_last)
         saved = step
-        if keep_last:
-            prune_checkpoints(out, keep_last)
 
     def nothing_lost():
         if saved is None:
             return f"no checkpoint was saved in {out}"
         return f"the last good checkpoint (step {saved}) in {out} is untouched"
 
-    bar = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps, dynamic_ncols=True)
-    with bar, stop, open(log_path, "a") as log:
+    bar = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps, dynamic_ncols=True,
+               disable=not world.is_main)
+    say = bar.write if world.is_main else (lambda text: None)
+    with bar, stop, (open(log_path, "a") if world.is_main else contextlib.nullcontext()) as log:
         for step in bar:
             t0 = time.perf_counter()
             multiplier = lr_multiplier(step, steps, warmup_ratio, warmdown_ratio, final_lr_frac)
@@ -132,6 +150,9 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                 micro_loss.backward()
                 loss += micro_loss.item()
                 tokens += x.size
+            ddp.sync_gradients()
+            loss = float(world.sum_values(loss)[0]) / world.size
+            tokens *= world.size
             record = {"step": step + 1, "loss": loss if np.isfinite(loss) else None, "lr": lr}
 
             bad = find_nonfinite(loss, model)
@@ -140,7 +161,7 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                     opt.zero_grad()
                 bad_streak += 1
                 record.update(skipped=True, reason=f"non-finite {bad}")
-                bar.write(f"step {step + 1}: refused, non-finite {bad}; weights unchanged")
+                say(f"step {step + 1}: refused, non-finite {bad}; weights unchanged")
                 _write(log, record)
                 if bad_streak >= max_bad_steps:
                     raise TrainingError(f"stopping: {bad_streak} consecutive steps had a non-finite {bad}; "
@@ -163,19 +184,20 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                 elapsed = time.perf_counter() - t0
                 record["tok_per_s"] = tokens / elapsed
                 if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps) and val_batches:
-                    record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes)
-                    bar.write(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
+                    record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes, world)
+                    say(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
                 _write(log, record)
                 records.append(record)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", lr=f"{lr:.2e}")
 
             # a refused step left the weights as they were, so its checkpoint holds the last good
             # weights (and the loader past the refused batch): the end of the run and a Ctrl-C
-            # during a refused step still save
-            if step + 1 == steps or (save_every and (step + 1) % save_every == 0) or stop.requested:
+            # during a refused step still save; the ranks stop together if any was asked to
+            stopping = world.sum_values(stop.requested)[0] > 0
+            if step + 1 == steps or (save_every and (step + 1) % save_every == 0) or stopping:
                 checkpoint(step + 1)
-            if stop.requested:
-                bar.write(f"interrupted: saved a checkpoint at step {step + 1} in {out}")
+            if stopping:
+                say(f"interrupted: saved a checkpoint at step {step + 1} in {out}")
                 break
     return records
 
@@ -208,6 +230,8 @@ def plot_losses(log_path, png_path):
 
 
 def _write(log, record):
+    if log is None:  # not rank 0
+        return
     try:
         log.write(json.dumps(record) + "\n")
         log.flush()
