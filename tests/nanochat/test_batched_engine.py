@@ -23,7 +23,7 @@ def run(engine, seqs, join_after=()):
     """Step the engine until idle; seqs[i] is submitted before step join_after[i] (default 0)."""
     join_after = list(join_after) + [0] * (len(seqs) - len(join_after))
     events, step = [], 0
-    while step <= max(join_after) or engine.has_work():
+    while step <= max(join_after, default=0) or engine.has_work():
         for seq, at in zip(seqs, join_after):
             if at == step:
                 engine.submit(seq)
