@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from nanochat import chat_cli, sft
+from nanochat.serve import cli as serve_cli
 from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.gpt import GPT
@@ -210,6 +211,7 @@ def build_parser():
     sample.set_defaults(run=cmd_sample)
     sft.register(sub)
     chat_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 
