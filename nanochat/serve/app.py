@@ -129,7 +129,8 @@ async def models(request):
     server = request.app.state.server
     server.authorize(request)
     return JSONResponse({"object": "list", "data": [
-        {"id": server.model_id, "object": "model", "created": server.created, "owned_by": "nanochat"}]})
+        {"id": server.model_id, "object": "model", "created": server.created, "owned_by": "nanochat",
+         "max_model_len": server.context}]})  # the context length, under vLLM's name for it
 
 
 async def chat_completions(request):
