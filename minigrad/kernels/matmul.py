@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from . import blas
 
-FEW_ROWS = 64  # below this many rows, a @ b.T runs as (b @ a.T).T (see _gemm)
+FEW_ROWS = 64  # a @ b.T with fewer rows than this (and not fewer columns) runs as (b @ a.T).T (see _gemm)
 SPLIT_MIN_WORK = 1 << 18  # rows * cols * inner below which one thread does the whole product
 # A decoding step's GEMV streams its weight from L3 (a model's weights do not stay in L2 between
 # tokens), so two threads pay off sooner than in a warm loop: decode of the small benchmark model
@@ -64,7 +64,7 @@ def _gemm(a, b):
     overhead); a big one is split into row bands (column bands when it has few rows, a decoding
     step's GEMV) over numba's threads, each band one single-threaded BLAS call."""
     (m, k), n = a.shape, b.shape[1]
-    if 1 < m < FEW_ROWS and b.flags.f_contiguous and not b.flags.c_contiguous:
+    if 1 < m < FEW_ROWS <= n and b.flags.f_contiguous and not b.flags.c_contiguous:
         # x @ W.T with a few rows (a batch of decoding sequences): OpenBLAS's sgemm with a transposed
         # B is 2-3x slower there than the same product turned around, (W @ x.T).T (8 x 384 @ 384 x 1536:
         # 1.6 ms against 0.7 ms, one thread); the turned product has many rows, so it splits by rows
