@@ -2,7 +2,7 @@
 concurrent greedy streams, against the same requests served one at a time.
 
     python benchmarks/bench_serve.py [--concurrency 1,4,8,16] [--max-tokens 48] [--rounds 2]
-                                     [--max-batch 16] [--json PATH]
+                                     [--max-batch 16] [--threads N] [--json PATH]
 
 The model is bench_gpt.py's "small" config with random weights, saved as a checkpoint with a BPE
 tokenizer of its vocabulary, and served by `python -m nanochat serve` in a subprocess on a free
@@ -48,10 +48,11 @@ def make_checkpoint(directory):
     return tok.vocab_size
 
 
-def start_server(checkpoint, max_batch):
+def start_server(checkpoint, max_batch, threads):
+    env = {**os.environ, **{v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}}
     proc = subprocess.Popen([sys.executable, "-m", "nanochat", "serve", "--checkpoint", checkpoint, "--port", "0",
                              "--max-batch", str(max_batch), "--max-queue", "64"],
-                            stdout=subprocess.PIPE, text=True, cwd=os.path.join(HERE, ".."))
+                            stdout=subprocess.PIPE, text=True, cwd=os.path.join(HERE, ".."), env=env)
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
@@ -98,13 +99,14 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="the server's BLAS and numba threads")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         vocab = make_checkpoint(tmp)
-        proc, url = start_server(tmp, args.max_batch)
+        proc, url = start_server(tmp, args.max_batch, args.threads)
         try:
             asyncio.run(run(url, [0, 1], 8, True))  # warm-up: kernels compiled, caches allocated
             for c in levels:
@@ -125,7 +127,7 @@ def main():
             proc.terminate()
             proc.wait(30)
     print(f"\nsmall config ({SMALL['n_layer']} layers, width {SMALL['n_embd']}, vocab {vocab}), greedy, "
-          f"max_tokens {args.max_tokens}, --max-batch {args.max_batch}, best of {args.rounds} alternating rounds\n")
+          f"max_tokens {args.max_tokens}, --max-batch {args.max_batch}, {args.threads} server thread(s), best of {args.rounds} alternating rounds\n")
     print("| streams | one at a time tok/s | concurrent tok/s | speedup | TTFT p50 ms | TTFT p95 ms | TTFT p50 alone ms |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

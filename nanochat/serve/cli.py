@@ -1,6 +1,9 @@
 """`nanochat serve`: the OpenAI-compatible API and the chat page over a checkpoint, on uvicorn."""
 import socket
+import sys
 from pathlib import Path
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 def register(sub):
@@ -42,6 +45,10 @@ def cmd_serve(args):
     except (OSError, OverflowError) as e:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {e.strerror if isinstance(e, OSError) else e}") from None
     port = sock.getsockname()[1]
+    # the generation thread holds the GIL through minigrad's Python between kernels; the event loop
+    # needs it several times per streamed token, and waited up to the default 5 ms switch interval
+    # each time
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(create_app(server), log_level="warning", timeout_graceful_shutdown=3)
     runner = uvicorn.Server(config)
     host = f"[{args.host}]" if ":" in args.host else args.host
