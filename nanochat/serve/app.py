@@ -11,7 +11,7 @@ from importlib.resources import files
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nanochat.engine import BatchedEngine, Engine, Sequence
@@ -135,13 +135,13 @@ async def models(request):
 
 async def chat_completions(request):
     server, req = await _parse(request, parse_chat)
-    return await _respond(server, req, server.chat_stop_tokens, "chatcmpl-", "chat.completion", _chat_choice)
+    return await _respond(request, server, req, server.chat_stop_tokens, "chatcmpl-", "chat.completion", _chat_choice)
 
 
 async def completions(request):
     server, req = await _parse(request, parse_completion)
     stop_tokens = (server.tokenizer.bos_token_id,)  # a new document ends the continuation
-    return await _respond(server, req, stop_tokens, "cmpl-", "text_completion", _text_choice)
+    return await _respond(request, server, req, stop_tokens, "cmpl-", "text_completion", _text_choice)
 
 
 async def _parse(request, parse):
@@ -172,7 +172,7 @@ def _text_choice(i, text, finish, streaming):
     return {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
 
 
-async def _respond(server, req, stop_tokens, id_prefix, kind, choice):
+async def _respond(request, server, req, stop_tokens, id_prefix, kind, choice):
     head = {"id": id_prefix + uuid.uuid4().hex, "object": kind, "created": int(time.time()), "model": server.model_id}
     usage = {"prompt_tokens": len(req.prompt), "completion_tokens": 0, "total_tokens": 0}
     generation = server.generate(req, stop_tokens, usage)
@@ -180,12 +180,35 @@ async def _respond(server, req, stop_tokens, id_prefix, kind, choice):
         return StreamingResponse(_stream(generation, req, head, usage, choice), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     texts, finishes = [""] * req.n, [None] * req.n
-    async for i, text, finish in generation:
-        texts[i] += text
-        finishes[i] = finish or finishes[i]
+
+    async def collect():
+        async for i, text, finish in generation:
+            texts[i] += text
+            finishes[i] = finish or finishes[i]
+
+    if not await _unless_disconnected(request, collect()):
+        return Response(status_code=499)  # nobody is listening; the sequences have left the batch
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return JSONResponse({**head, "choices": [choice(i, texts[i], finishes[i], False) for i in range(req.n)],
                          "usage": usage})
+
+
+async def _unless_disconnected(request, work):
+    """Run work; False if the client hung up first (work is then cancelled, which ends its generation)."""
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    watch.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return False
+    work.result()  # raises what the work raised (an ApiError from a failed generation)
+    return True
 
 
 async def _stream(generation, req, head, usage, choice):

@@ -380,6 +380,19 @@ def test_a_closed_connection_stops_its_generation(server, slow_sampling):
     assert server.server.in_flight == 0
 
 
+def test_a_client_that_hangs_up_on_a_whole_answer_stops_its_generation(server, slow_sampling):
+    engine = server.server.worker.engine
+    with pytest.raises(httpx.ReadTimeout):
+        post_body = {"messages": USER, "max_tokens": 120}
+        httpx.post(server.url + "/v1/chat/completions", json=post_body, timeout=httpx.Timeout(30, read=0.5))
+    assert engine.rows or engine.waiting  # still generating when the client left (120 tokens take > 2.4 s)
+    deadline = time.monotonic() + 1.5
+    while (engine.rows or engine.waiting) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not engine.rows and not engine.waiting
+    assert server.server.in_flight == 0
+
+
 def test_an_exception_in_one_generation_ends_only_that_request(server, tok, monkeypatch):
     marker = tok.encode("boom")
     original = nanochat.engine.Sequence.sample
