@@ -312,12 +312,15 @@ def test_api_key_is_required_when_set(model, tok):
 
 @pytest.fixture
 def slow_sampling(monkeypatch):
-    """Each sampled token takes ~20 ms, or waits for `gate` when it is cleared."""
+    """Each sampled token takes ~20 ms, or waits for `gate` when it is cleared; gate.calls counts them."""
     gate = threading.Event()
     gate.set()
     original = nanochat.engine.Sequence.sample
 
+    gate.calls = [0]
+
     def slow(self, logits):
+        gate.calls[0] += 1
         gate.wait(10)
         time.sleep(0.02)
         return original(self, logits)
@@ -385,12 +388,14 @@ def test_a_client_that_hangs_up_on_a_whole_answer_stops_its_generation(server, s
     with pytest.raises(httpx.ReadTimeout):
         post_body = {"messages": USER, "max_tokens": 110}
         httpx.post(server.url + "/v1/chat/completions", json=post_body, timeout=httpx.Timeout(30, read=0.5))
-    assert engine.rows or engine.waiting  # still generating when the client left (110 tokens take > 2.2 s)
     deadline = time.monotonic() + 1.5
     while (engine.rows or engine.waiting) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not engine.rows and not engine.waiting
     assert server.server.in_flight == 0
+    sampled = slow_sampling.calls[0]
+    time.sleep(0.3)
+    assert slow_sampling.calls[0] == sampled < 100  # cut short (110 tokens take > 2.2 s), and nothing since
 
 
 def test_an_exception_in_one_generation_ends_only_that_request(server, tok, monkeypatch):
