@@ -277,26 +277,28 @@ class BatchedEngine:
     def has_work(self):
         return bool(self.waiting or self.rows)
 
-    def step(self):
-        """Admit, then decode once; returns the Events of this step."""
+    def step(self, emit=None):
+        """Admit, then decode once. Each Event goes to emit(event) as it happens (so a newcomer's first
+        token need not wait for the other newcomers' prefills); without emit, step returns them all."""
         events = []
-        self._drop_cancelled(events)
+        report = events.append if emit is None else emit
+        self._drop_cancelled(report)
         while self.waiting and len(self.rows) < self.max_batch:
-            self._admit(self.waiting.popleft(), events)
+            self._admit(self.waiting.popleft(), report)
         if self.rows:
-            self._decode(events)
+            self._decode(report)
         return events
 
-    def _drop_cancelled(self, events):
+    def _drop_cancelled(self, report):
         for seq in [s for s in self.waiting if s.cancelled]:
             self.waiting.remove(seq)
-            events.append(Event(seq, finish="cancelled"))
-        self._leave([i for i, s in enumerate(self.rows) if s.cancelled], "cancelled", events)
+            report(Event(seq, finish="cancelled"))
+        self._leave([i for i, s in enumerate(self.rows) if s.cancelled], "cancelled", report)
 
-    def _admit(self, seq, events):
+    def _admit(self, seq, report):
         """Prefill the prompt alone and sample the first token; the sequence joins the batch unless done."""
         if seq.max_tokens == 0:
-            events.append(Event(seq, finish="length"))
+            report(Event(seq, finish="length"))
             return
         try:
             cfg = self.model.config
@@ -305,19 +307,19 @@ class BatchedEngine:
                 logits = self.model.forward(np.array([seq.prompt]), kv_cache=cache).data[:, -1, :]
             token = seq.sample(logits)
         except Exception as e:  # noqa: BLE001 - one request's failure must not end the others
-            events.append(Event(seq, finish="error", error=e))
+            report(Event(seq, finish="error", error=e))
             return
-        if self._record(seq, token, events):
+        if self._record(seq, token, report):
             self.cache.join(cache)
             self.rows.append(seq)
             self.next_ids.append(token)
 
-    def _decode(self, events):
+    def _decode(self, report):
         try:
             with minigrad.no_grad():
                 logits = self.model.forward(np.array(self.next_ids)[:, None], kv_cache=self.cache).data[:, -1, :]
         except Exception as e:  # noqa: BLE001 - the batch cannot be attributed to one sequence: end them all
-            self._leave(list(range(len(self.rows))), "error", events, error=e)
+            self._leave(list(range(len(self.rows))), "error", report, error=e)
             return
         leaving, errors = [], {}
         for i, seq in enumerate(self.rows):
@@ -327,31 +329,31 @@ class BatchedEngine:
                 leaving.append(i)
                 errors[i] = e
                 continue
-            if self._record(seq, token, events):
+            if self._record(seq, token, report):
                 self.next_ids[i] = token
             else:
                 leaving.append(i)
         failed = [i for i in leaving if i in errors]
         for i in failed:
-            events.append(Event(self.rows[i], finish="error", error=errors[i]))
-        self._leave(leaving, None, events)
+            report(Event(self.rows[i], finish="error", error=errors[i]))
+        self._leave(leaving, None, report)
 
-    def _record(self, seq, token, events):
+    def _record(self, seq, token, report):
         """Report a sampled token; False when the sequence has ended (stop token or budget)."""
         if token in seq.stop_tokens:
-            events.append(Event(seq, finish="stop"))
+            report(Event(seq, finish="stop"))
             return False
         seq.tokens.append(token)
         done = len(seq.tokens) >= seq.max_tokens
-        events.append(Event(seq, token=token, finish="length" if done else None))
+        report(Event(seq, token=token, finish="length" if done else None))
         return not done
 
-    def _leave(self, rows, finish, events, error=None):
+    def _leave(self, rows, finish, report, error=None):
         """Free rows (highest first, so a moved last row is never one still to free)."""
         for i in sorted(rows, reverse=True):
             seq = self.rows[i]
             if finish is not None:
-                events.append(Event(seq, finish=finish, error=error))
+                report(Event(seq, finish=finish, error=error))
             self.cache.leave(i)
             last = len(self.rows) - 1
             self.rows[i], self.next_ids[i] = self.rows[last], self.next_ids[last]

@@ -70,10 +70,11 @@ class Server:
                 i = index[event.seq]
                 if i not in running:
                     continue  # ended by a stop string already
-                if event.finish in ("error", "cancelled"):
-                    reason = "the server is shutting down" if event.finish == "cancelled" else str(event.error)
-                    log.error("generation failed: %s", reason)
-                    raise ApiError(500, f"generation failed: {reason}", code="generation_failed")
+                if event.finish == "cancelled":  # not by us: the worker is stopping
+                    raise ApiError(503, "the server is shutting down", code="shutting_down")
+                if event.finish == "error":
+                    log.error("generation failed: %s", event.error)
+                    raise ApiError(500, f"generation failed: {event.error}", code="generation_failed")
                 text = ""
                 if event.token is not None:
                     usage["completion_tokens"] += 1

@@ -53,6 +53,7 @@ def cmd_serve(args):
     runner = uvicorn.Server(config)
     host = f"[{args.host}]" if ":" in args.host else args.host
     _announce_when_ready(runner, f"http://{host}:{port}")
+    _end_streams_on_shutdown(runner, server)
     try:
         runner.run(sockets=[sock])  # Ctrl-C: uvicorn stops accepting, ends open streams, stops the worker
     except KeyboardInterrupt:  # uvicorn raises the captured signal again once it has shut down
@@ -65,6 +66,17 @@ def cmd_serve(args):
 
 def _family(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _end_streams_on_shutdown(runner, server):
+    """Stop generating as soon as uvicorn starts to shut down: every open stream then ends with an
+    error event and closes properly, rather than being cut when the graceful timeout runs out."""
+    shutdown = runner.shutdown
+
+    async def stop_generation_first(*a, **k):
+        server.worker.stop()
+        await shutdown(*a, **k)
+    runner.shutdown = stop_generation_first
 
 
 def _announce_when_ready(runner, url):

@@ -42,13 +42,11 @@ class GenerationWorker:
             if self.stopping.is_set():
                 break
             if self.engine.has_work():
-                for event in self.engine.step():
-                    self._deliver(event)
+                self.engine.step(emit=self._deliver)
         for seq in list(self.listeners):  # shutting down: end every stream still open
             seq.cancelled = True
         if self.engine.has_work():
-            for event in self.engine.step():
-                self._deliver(event)
+            self.engine.step(emit=self._deliver)
 
     def _take(self, item):
         if item is None:

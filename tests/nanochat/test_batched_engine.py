@@ -186,3 +186,25 @@ def test_batch_cache_rejects_overflow_and_bad_rows():
         cache.leave(1)
     with pytest.raises(ValueError, match="max_len"):
         BatchKVCache(1, 1, 2, 1, 0)
+
+
+def test_step_hands_events_to_emit_as_they_happen(model):
+    seen = []
+
+    class Watched(Sequence):
+        def sample(self, logits):
+            seen.append(("sample", self))
+            return super().sample(logits)
+
+    a, b = Watched([1, 2], 3, temperature=0), Watched([3], 3, temperature=0)
+    engine = BatchedEngine(model)
+    engine.submit(a)
+    engine.submit(b)
+    assert engine.step(emit=lambda e: seen.append(("event", e.seq))) == []
+    # a's first token is out before b's prefill has even sampled
+    assert seen[:3] == [("sample", a), ("event", a), ("sample", b)]
+    reference = [greedy([1, 2], 3), greedy([3], 3)]
+    run(BatchedEngine(model), reference)
+    while engine.has_work():
+        engine.step(emit=lambda e: None)
+    assert [a.tokens, b.tokens] == [s.tokens for s in reference]

@@ -1,5 +1,6 @@
 """`nanochat serve` as a command: prints its URL, serves, and Ctrl-C ends it cleanly with the port
 released; bad options end with one line on stderr."""
+import json
 import signal
 import socket
 import subprocess
@@ -35,12 +36,14 @@ def test_serve_prints_its_url_and_stops_cleanly_on_ctrl_c(checkpoint):
         port = int(url.rsplit(":", 1)[1])
         assert httpx.get(url + "/health", timeout=10).json() == {"status": "ok"}
         assert httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"] == "tinychat"
-        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 60, "stream": True}
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 110, "stream": True}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()
             next(lines)  # a stream is open when Ctrl-C comes
             proc.send_signal(signal.SIGINT)
-            list(lines)  # the stream ends (whole or cut short), it does not hang
+            rest = [line for line in lines if line]  # the stream ends properly: no cut chunk, no hang
+        last = json.loads(rest[-1][len("data: "):]) if rest[-1] != "data: [DONE]" else "done"
+        assert last == "done" or last["error"]["code"] == "shutting_down", rest[-3:]
         assert proc.wait(20) == 0
         assert "stopped" in proc.stdout.read()
         assert "Traceback" not in proc.stderr.read()

@@ -4,12 +4,12 @@ import os
 import shutil
 
 import pytest
+from playwright import sync_api
 from serve_testing import RunningServer, tiny_model, tiny_tokenizer
 
 import nanochat.engine
 
 CHROMIUM = os.environ.get("NANOCHAT_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-sync_api = pytest.importorskip("playwright.sync_api")  # the dev extra installs it
 
 if not os.path.exists(CHROMIUM):
     pytest.fail(f"the page test needs Debian's chromium at {CHROMIUM} (.ci/run installs it)", pytrace=False)
