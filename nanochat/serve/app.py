@@ -85,7 +85,7 @@ class Server:
                 finish = "stop" if hit else event.finish
                 if finish:
                     text += "" if hit else scanners[i].flush()
-                    seqs[i].cancelled = True  # a stop string: the engine drops it at its next step
+                    seqs[i].cancelled = True  # after a stop string the engine drops it at its next step
                     running.discard(i)
                 yield i, text, finish
         finally:

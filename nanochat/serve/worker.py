@@ -22,7 +22,11 @@ class GenerationWorker:
         self.thread.start()
 
     def submit(self, seq, callback):
-        """Queue a sequence (from any thread); callback(Event) runs on the worker thread."""
+        """Queue a sequence (from any thread); callback(Event) runs on the worker thread (or here, with
+        a "cancelled" Event, once the worker is stopping)."""
+        if self.stopping.is_set():
+            callback(Event(seq, finish="cancelled"))
+            return
         self.inbox.put((seq, callback))
 
     def stop(self, timeout=10):

@@ -440,3 +440,17 @@ def test_an_exception_in_one_generation_ends_only_that_request(server, tok, monk
                                                max_tokens=15, temperature=0)
         assert results[name] == alone.choices[0].message.content
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_a_stopped_worker_turns_new_sequences_away(model):
+    from nanochat.engine import BatchedEngine, Sequence
+    from nanochat.serve.worker import GenerationWorker
+
+    worker = GenerationWorker(BatchedEngine(model))
+    worker.start()
+    worker.stop()
+    assert not worker.thread.is_alive()
+    events = []
+    seq = Sequence([1, 2], 3, temperature=0)
+    worker.submit(seq, events.append)
+    assert [(e.seq, e.finish) for e in events] == [(seq, "cancelled")]
