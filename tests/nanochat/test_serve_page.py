@@ -2,6 +2,7 @@
 a message, watch the reply stream in, start a new chat; model text is shown as text, never HTML."""
 import os
 import shutil
+import time
 
 import pytest
 from playwright import sync_api
@@ -47,7 +48,13 @@ def send(page, text):
     page.click("#send")
 
 
-def test_send_a_message_and_watch_the_reply_stream(page):
+def test_send_a_message_and_watch_the_reply_stream(page, monkeypatch):
+    original = nanochat.engine.Sequence.sample
+
+    def paced(self, logits):  # ~30 ms a token, so the pieces reach the page one by one however busy the machine
+        time.sleep(0.03)
+        return original(self, logits)
+    monkeypatch.setattr(nanochat.engine.Sequence, "sample", paced)
     assert page.title() == "nanochat"
     page.fill("#max-tokens", "40")
     page.fill("#temperature", "0")
