@@ -11,6 +11,7 @@ import numpy as np
 
 from minigrad.distributed import DataParallel
 from nanochat import chat_cli, parallel, sft
+from nanochat.serve import cli as serve_cli
 from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint, saved_steps
 from nanochat.gpt import GPT
@@ -241,6 +242,7 @@ def build_parser():
     sample.set_defaults(run=cmd_sample)
     sft.register(sub)
     chat_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 

@@ -1,5 +1,10 @@
-"""Inference machinery: the KV cache and next-token sampling."""
+"""Inference machinery: the KV caches, next-token sampling, chat turns (Engine) and continuous
+batching of many requests (BatchedEngine)."""
+from collections import deque, namedtuple
+
 import numpy as np
+
+import minigrad
 
 from minigrad import Tensor, is_grad_enabled
 from minigrad.kernels import concat
@@ -26,16 +31,7 @@ class KVCache:
         self.pos = 0
 
     def insert_kv(self, layer_idx, k, v):
-        if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (k, v)):
-            # the cache stores plain arrays, so a gradient could not flow back through it
-            raise RuntimeError("the KV cache is for inference: run the forward under minigrad.no_grad()")
-        k, v = (t.data if isinstance(t, Tensor) else t for t in (k, v))
-        expected = (self.batch_size, self.n_kv_head, None, self.head_dim)
-        if k.shape != v.shape or k.ndim != 4 or any(e is not None and e != n for e, n in zip(expected, k.shape)):
-            raise ValueError(f"insert_kv expects k and v of shape (B={self.batch_size}, H={self.n_kv_head}, T, "
-                             f"D={self.head_dim}), got {k.shape} and {v.shape}")
-        if not 0 <= layer_idx < self.n_layer:
-            raise IndexError(f"layer_idx {layer_idx} out of range for {self.n_layer} layers")
+        k, v = _arrays_to_cache(self, layer_idx, k, v)
         t0, t1 = self.pos, self.pos + k.shape[2]
         if self.max_len is not None and t1 > self.max_len:
             raise ValueError(f"KV cache is full: {t1} tokens would exceed max_len={self.max_len}")
@@ -66,6 +62,100 @@ class KVCache:
         extra = np.zeros((self.n_layer, self.batch_size, self.n_kv_head, new_capacity - capacity, self.head_dim), dtype)
         self.keys = extra if self.keys is None else concat([self.keys, extra], 3)
         self.values = extra.copy() if self.values is None else concat([self.values, extra], 3)
+
+
+def _arrays_to_cache(cache, layer_idx, k, v):
+    """k and v as arrays, once their shapes fit the cache's (B, H, T, D) and no gradient would be lost."""
+    if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (k, v)):
+        # the cache stores plain arrays, so a gradient could not flow back through it
+        raise RuntimeError("the KV cache is for inference: run the forward under minigrad.no_grad()")
+    k, v = (t.data if isinstance(t, Tensor) else t for t in (k, v))
+    expected = (cache.batch_size, cache.n_kv_head, None, cache.head_dim)
+    if k.shape != v.shape or k.ndim != 4 or any(e is not None and e != n for e, n in zip(expected, k.shape)):
+        raise ValueError(f"insert_kv expects k and v of shape (B={cache.batch_size}, H={cache.n_kv_head}, T, "
+                         f"D={cache.head_dim}), got {k.shape} and {v.shape}")
+    if not 0 <= layer_idx < cache.n_layer:
+        raise IndexError(f"layer_idx {layer_idx} out of range for {cache.n_layer} layers")
+    return k, v
+
+
+class BatchKVCache:
+    """The KV cache of a batch of independent sequences, each at its own length.
+
+    Row i of the storage (n_layer, max_batch, H, max_len, D) holds the i-th active sequence, and
+    the active rows stay packed at the front: a sequence joins in the first free row (copied from
+    its own prefilled KVCache) and a leaving one's row takes the last row's contents, so every
+    forward reads plain views. GPT.forward reads `pos` as the per-row lengths (rotary positions)
+    and the attention asks `attn_mask` which keys each query sees."""
+
+    def __init__(self, max_batch, n_kv_head, head_dim, n_layer, max_len, dtype=np.float32):
+        for name, value in dict(max_batch=max_batch, n_kv_head=n_kv_head, head_dim=head_dim, n_layer=n_layer,
+                                max_len=max_len).items():
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"BatchKVCache {name} must be a positive integer, got {value!r}")
+        self.max_batch, self.n_kv_head, self.head_dim, self.n_layer, self.max_len = (
+            max_batch, n_kv_head, head_dim, n_layer, max_len)
+        shape = (n_layer, max_batch, n_kv_head, max_len, head_dim)
+        self.keys, self.values = np.zeros(shape, dtype), np.zeros(shape, dtype)
+        self.lengths = np.zeros(max_batch, np.int64)
+        self.batch_size = 0  # active rows
+
+    @property
+    def pos(self):
+        """Tokens cached per active row, (batch_size,)."""
+        return self.lengths[:self.batch_size]
+
+    def join(self, cache):
+        """Copy a prefilled batch-1 KVCache into the first free row; returns that row."""
+        n = cache.pos
+        if self.batch_size == self.max_batch:
+            raise RuntimeError(f"the batch is full ({self.max_batch} rows)")
+        if cache.batch_size != 1 or n > self.max_len:
+            raise ValueError(f"join needs a batch-1 cache of at most {self.max_len} tokens, got batch "
+                             f"{cache.batch_size} with {n} tokens")
+        row = self.batch_size
+        if n:
+            self.keys[:, row, :, :n] = cache.keys[:, 0, :, :n]
+            self.values[:, row, :, :n] = cache.values[:, 0, :, :n]
+        self.lengths[row] = n
+        self.batch_size += 1
+        return row
+
+    def leave(self, row):
+        """Free a row: the last active row moves into it (the caller renumbers that sequence)."""
+        if not 0 <= row < self.batch_size:
+            raise IndexError(f"row {row} is not active (batch of {self.batch_size})")
+        last = self.batch_size - 1
+        if row != last:
+            n = self.lengths[last]
+            self.keys[:, row, :, :n] = self.keys[:, last, :, :n]
+            self.values[:, row, :, :n] = self.values[:, last, :, :n]
+            self.lengths[row] = n
+        self.batch_size = last
+
+    def insert_kv(self, layer_idx, k, v):
+        """Write k, v (B, H, T, D) after each row's own tokens; returns views (B, H, max length, D)
+        whose keys past a row's length are stale and must be masked (attn_mask)."""
+        k, v = _arrays_to_cache(self, layer_idx, k, v)
+        T = k.shape[2]
+        lengths = self.pos
+        if lengths.size and lengths.max() + T > self.max_len:
+            raise ValueError(f"KV cache is full: {lengths.max() + T} tokens would exceed max_len={self.max_len}")
+        for b, n in enumerate(lengths.tolist()):
+            self.keys[layer_idx, b, :, n:n + T] = k[b]
+            self.values[layer_idx, b, :, n:n + T] = v[b]
+        end = int(lengths.max()) + T
+        return Tensor(self.keys[layer_idx, :self.batch_size, :, :end]), Tensor(self.values[layer_idx, :self.batch_size, :, :end])
+
+    def attn_mask(self, T):
+        """(B, 1, T, Tk) booleans for the T queries a forward adds: query t of row b sits at position
+        lengths[b] + t and sees keys 0..lengths[b] + t of its own row."""
+        lengths = self.pos
+        query_pos = lengths[:, None] + np.arange(T)  # (B, T)
+        return np.arange(int(lengths.max()) + T) <= query_pos[:, None, :, None]
+
+    def advance(self, num_tokens):
+        self.lengths[:self.batch_size] += num_tokens
 
 
 def sample_next_token(logits, rng, temperature=1.0, top_k=None, top_p=None):
@@ -134,3 +224,138 @@ class Engine:
 
     def reply(self, messages, **kwargs):
         return self.tokenizer.decode(list(self.chat(messages, **kwargs)))
+
+
+class Sequence:
+    """One request to a BatchedEngine: a prompt, a token budget and its own sampling settings and rng."""
+
+    def __init__(self, prompt, max_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, stop_tokens=()):
+        self.prompt, self.max_tokens = list(prompt), max_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.stop_tokens = frozenset(stop_tokens)
+        self.rng = np.random.default_rng(seed)
+        self.tokens = []  # generated so far (stop tokens excluded)
+        self.cancelled = False  # set from any thread; the engine drops the sequence at its next step
+
+    def sample(self, logits):
+        """logits (1, V) -> the next token id."""
+        return int(sample_next_token(logits, self.rng, self.temperature, self.top_k, self.top_p)[0])
+
+
+# What a step reports for a sequence: a new token, and/or its end ("stop", "length", "cancelled" or
+# "error" with the exception).
+Event = namedtuple("Event", "seq token finish error", defaults=(None, None, None))
+
+
+class BatchedEngine:
+    """Continuous batching: every step prefills the waiting sequences (each alone, then copied into
+    a free row of the batch cache) and decodes one token for all active ones in one batched forward.
+    A finished or cancelled sequence leaves at once, so its row is free for the next. An exception
+    in one sequence's prefill or sampling ends only that sequence. Not thread-safe: one thread owns
+    the engine and calls submit and step (Sequence.cancelled may be set from anywhere)."""
+
+    def __init__(self, model, max_batch=8):
+        if not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+        cfg = model.config
+        self.model, self.max_batch, self.max_len = model, max_batch, cfg.sequence_len
+        dtype = model.lm_head.weight.dtype
+        self.cache = BatchKVCache(max_batch, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, cfg.sequence_len, dtype)
+        self.waiting = deque()
+        self.rows = []  # rows[i] is the sequence in cache row i
+        self.next_ids = []  # rows[i]'s last sampled token, its input to the next decode
+
+    def submit(self, seq):
+        from nanochat.gpt import _check_generate_args  # gpt imports this module
+        _check_generate_args(seq.prompt, seq.max_tokens, seq.temperature, seq.top_k, seq.top_p, 1,
+                             self.model.config.vocab_size)
+        if len(seq.prompt) + seq.max_tokens > self.max_len:
+            raise ValueError(f"prompt ({len(seq.prompt)} tokens) + max_tokens ({seq.max_tokens}) exceeds the "
+                             f"model's context of {self.max_len} tokens")
+        self.waiting.append(seq)
+
+    def has_work(self):
+        return bool(self.waiting or self.rows)
+
+    def step(self, emit=None):
+        """Admit, then decode once. Each Event goes to emit(event) as it happens (so a newcomer's first
+        token need not wait for the other newcomers' prefills); without emit, step returns them all."""
+        events = []
+        report = events.append if emit is None else emit
+        self._drop_cancelled(report)
+        while self.waiting and len(self.rows) < self.max_batch:
+            self._admit(self.waiting.popleft(), report)
+        if self.rows:
+            self._decode(report)
+        return events
+
+    def _drop_cancelled(self, report):
+        for seq in [s for s in self.waiting if s.cancelled]:
+            self.waiting.remove(seq)
+            report(Event(seq, finish="cancelled"))
+        self._leave([i for i, s in enumerate(self.rows) if s.cancelled], "cancelled", report)
+
+    def _admit(self, seq, report):
+        """Prefill the prompt alone and sample the first token; the sequence joins the batch unless done."""
+        if seq.max_tokens == 0:
+            report(Event(seq, finish="length"))
+            return
+        try:
+            cfg = self.model.config
+            cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=len(seq.prompt))
+            with minigrad.no_grad():
+                logits = self.model.forward(np.array([seq.prompt]), kv_cache=cache).data[:, -1, :]
+            token = seq.sample(logits)
+        except Exception as e:  # noqa: BLE001 - one request's failure must not end the others
+            report(Event(seq, finish="error", error=e))
+            return
+        if self._record(seq, token, report):
+            self.cache.join(cache)
+            self.rows.append(seq)
+            self.next_ids.append(token)
+
+    def _decode(self, report):
+        try:
+            with minigrad.no_grad():
+                logits = self.model.forward(np.array(self.next_ids)[:, None], kv_cache=self.cache).data[:, -1, :]
+        except Exception as e:  # noqa: BLE001 - the batch cannot be attributed to one sequence: end them all
+            self._leave(list(range(len(self.rows))), "error", report, error=e)
+            return
+        leaving, errors = [], {}
+        for i, seq in enumerate(self.rows):
+            try:
+                token = seq.sample(logits[i:i + 1])
+            except Exception as e:  # noqa: BLE001
+                leaving.append(i)
+                errors[i] = e
+                continue
+            if self._record(seq, token, report):
+                self.next_ids[i] = token
+            else:
+                leaving.append(i)
+        failed = [i for i in leaving if i in errors]
+        for i in failed:
+            report(Event(self.rows[i], finish="error", error=errors[i]))
+        self._leave(leaving, None, report)
+
+    def _record(self, seq, token, report):
+        """Report a sampled token; False when the sequence has ended (stop token or budget)."""
+        if token in seq.stop_tokens:
+            report(Event(seq, finish="stop"))
+            return False
+        seq.tokens.append(token)
+        done = len(seq.tokens) >= seq.max_tokens
+        report(Event(seq, token=token, finish="length" if done else None))
+        return not done
+
+    def _leave(self, rows, finish, report, error=None):
+        """Free rows (highest first, so a moved last row is never one still to free)."""
+        for i in sorted(rows, reverse=True):
+            seq = self.rows[i]
+            if finish is not None:
+                report(Event(seq, finish=finish, error=error))
+            self.cache.leave(i)
+            last = len(self.rows) - 1
+            self.rows[i], self.next_ids[i] = self.rows[last], self.next_ids[last]
+            self.rows.pop()
+            self.next_ids.pop()

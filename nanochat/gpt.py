@@ -21,7 +21,7 @@ import minigrad
 from minigrad import Tensor, nn
 from minigrad.nn import functional as F
 from minigrad.optim import AdamW, Muon
-from nanochat.engine import KVCache, sample_next_token
+from nanochat.engine import BatchKVCache, KVCache, sample_next_token
 
 
 @dataclass
@@ -105,7 +105,10 @@ class CausalSelfAttention(nn.Module):
         Tq, Tk = q.shape[2], k.shape[2]  # queries in this forward, keys in total
 
         enable_gqa = self.n_head != self.n_kv_head  # each kv head serves n_head / n_kv_head query heads
-        if kv_cache is None or Tq == Tk:
+        if isinstance(kv_cache, BatchKVCache):
+            # rows at their own positions (batched serving): each query sees its own row's keys up to itself
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.attn_mask(Tq), enable_gqa=enable_gqa)
+        elif kv_cache is None or Tq == Tk:
             # training, or a prefill of an empty cache: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
         elif Tq == 1:
@@ -200,11 +203,15 @@ class GPT(nn.Module):
         B, T = idx.shape
 
         # slice the rotary tables to the positions this forward runs, offset by what the cache holds
-        T0 = 0 if kv_cache is None else kv_cache.pos
-        if T0 + T > self.rotary_seq_len:
-            raise ValueError(f"positions {T0}..{T0 + T - 1} run past the rotary table of {self.rotary_seq_len} "
-                             f"positions (10 x sequence_len)")
-        cos_sin = Tensor(self.cos[:, T0:T0 + T]), Tensor(self.sin[:, T0:T0 + T])  # (1, T, 1, D/2) each
+        T0 = 0 if kv_cache is None else kv_cache.pos  # a vector of per-row lengths for a BatchKVCache
+        if np.max(T0) + T > self.rotary_seq_len:
+            raise ValueError(f"positions {np.max(T0)}..{np.max(T0) + T - 1} run past the rotary table of "
+                             f"{self.rotary_seq_len} positions (10 x sequence_len)")
+        if np.ndim(T0):
+            positions = T0[:, None] + np.arange(T)  # (B, T): row b continues from its own length
+            cos_sin = Tensor(self.cos[0, positions]), Tensor(self.sin[0, positions])  # (B, T, 1, D/2) each
+        else:
+            cos_sin = Tensor(self.cos[:, T0:T0 + T]), Tensor(self.sin[:, T0:T0 + T])  # (1, T, 1, D/2) each
 
         # the trunk of the transformer
         x = self.transformer["wte"](idx)  # (B, T) -> (B, T, C)

@@ -152,14 +152,18 @@ class Tokenizer:
     def decode_stream(self, ids):
         """Yield text as the ids arrive (from a generator, say); the bytes of a character split
         across tokens wait for the rest, so the pieces join to exactly decode(ids)."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        decoder = self.stream_decoder()
         for token in ids:
-            piece = decoder.decode(self.decode_bytes([token]))
+            piece = decoder.push(token)
             if piece:
                 yield piece
-        tail = decoder.decode(b"", final=True)
+        tail = decoder.flush()
         if tail:
             yield tail
+
+    def stream_decoder(self):
+        """A StreamDecoder: decode_stream for ids that are pushed one at a time (by a server, say)."""
+        return StreamDecoder(self)
 
     def id_to_token(self, token_id):
         return self.enc.decode_single_token_bytes(int(token_id))
@@ -257,6 +261,21 @@ class Tokenizer:
         if not isinstance(pattern, str) or specials != expected:
             raise ValueError(f"corrupt tokenizer config {config_path}: pattern or special tokens do not match")
         return cls(ranks, pattern)
+
+
+class StreamDecoder:
+    """Text of token ids pushed one by one, whole UTF-8 characters only: push(id) returns the text
+    completed so far ("" while a character's bytes are split across tokens), flush() the rest."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token):
+        return self.decoder.decode(self.tokenizer.decode_bytes([token]))
+
+    def flush(self):
+        return self.decoder.decode(b"", final=True)
 
 
 def _check_ranks(ranks, where):

@@ -14,6 +14,10 @@ from minigrad._shapes import unbroadcast
 
 from . import _blas as blas
 
+# x @ W.T with fewer rows than FEW_ROWS (and not fewer columns) runs turned around, as (W @ x.T).T,
+# where OpenBLAS's sgemm is faster (see _gemm). Re-measure: python benchmarks/bench_serve.py
+FEW_ROWS = 64
+
 # A product of rows * cols * inner below GEMM_SPLIT_MIN_WORK runs on one thread (one np.matmul call).
 # Re-measure: python benchmarks/bench_thresholds.py gemm
 GEMM_SPLIT_MIN_WORK = 1 << 18
@@ -69,6 +73,11 @@ def _gemm(a, b):
     overhead); a big one is split into row bands (column bands when it has few rows, a decoding
     step's GEMV) over numba's threads, each band one single-threaded BLAS call."""
     (m, k), n = a.shape, b.shape[1]
+    if 1 < m < FEW_ROWS <= n and b.flags.f_contiguous and not b.flags.c_contiguous:
+        # x @ W.T with a few rows (a batch of decoding sequences): OpenBLAS's sgemm with a transposed
+        # B is 2-3x slower there than the same product turned around, (W @ x.T).T (8 x 384 @ 384 x 1536:
+        # 1.6 ms against 0.7 ms, one thread); the turned product has many rows, so it splits by rows
+        return np.ascontiguousarray(_gemm(b.T, a.T).T)
     threads = numba.get_num_threads()
     by_rows = m >= GEMM_ROWS_PER_THREAD * threads
     work = m * n * k

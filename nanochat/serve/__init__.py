@@ -1,0 +1,5 @@
+"""`nanochat serve`: an OpenAI-compatible HTTP API and a browser chat page over a checkpoint.
+
+protocol.py checks requests and shapes errors as OpenAI does, worker.py runs the BatchedEngine on
+its own thread, app.py is the starlette application, cli.py the command. starlette and uvicorn are
+the optional extra `serve`: nothing here imports them until the command runs."""
