@@ -16,13 +16,11 @@ from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint, saved_steps
 from nanochat.gpt import GPT
 from nanochat.dataloader import DataLoader, load_text, split_train_val
-from nanochat.run_options import add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
+from nanochat.run_options import Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
 from nanochat.sizing import check_fits_in_memory
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import TrainingError, check_unchanged_on_resume, config_for_depth, fit, plot_losses, resume
+from nanochat.train import TrainingError, config_for_depth, fit, plot_losses, resume
 
-# Training hyperparameters: on --resume the checkpoint's values win over these defaults, and
-# options given on the command line win over both.
 TRAIN_DEFAULTS = dict(
     data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
     batch_size=16, seq_len=128, steps=200, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
@@ -34,8 +32,31 @@ TRAIN_DEFAULTS = dict(
 # what fixes the model and the data stream: a resumed run must keep them
 FIXED_ON_RESUME = ("data", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
                    "seq_len", "seed", "val_fraction")
-INT_OPTIONS = ("depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size", "seq_len", "steps",
+_INT_OPTIONS = ("depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size", "seq_len", "steps",
                "grad_accum", "seed", "eval_every", "eval_batches", "save_every")
+
+
+def _check_train_args(hp):
+    """Every option, before anything is written to disk."""
+    check_option_types(hp, _INT_OPTIONS, nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
+    for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
+        if hp[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")
+    for name in ("eval_every", "save_every", "seed", "clip", "weight_decay", "matrix_lr", "embedding_lr",
+                 "unembedding_lr"):
+        if not hp[name] >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {hp[name]}")
+    for name in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):
+        if not 0 <= hp[name] <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {hp[name]}")
+    if hp["warmup_ratio"] + hp["warmdown_ratio"] > 1:
+        raise ValueError(f"--warmup-ratio + --warmdown-ratio must be at most 1, got "
+                         f"{hp['warmup_ratio'] + hp['warmdown_ratio']}")
+    if not 0 < hp["val_fraction"] < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {hp['val_fraction']}")
+
+
+TRAIN_HP = Hyperparameters(TRAIN_DEFAULTS, FIXED_ON_RESUME, _check_train_args)
 
 
 def add_train_args(p):
@@ -81,16 +102,13 @@ def val_batches(tokens, batch_size, seq_len, max_batches):
 
 
 def cmd_train(args):
-    out = Path(args.out)
-    given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS}
-    _check_train_args({**TRAIN_DEFAULTS, **given})  # before anything is read or written
+    out, given = Path(args.out), TRAIN_HP.given(args)
+    hp = TRAIN_HP.resolve(given)  # every option checked before anything is read or written
     check_checkpoint_args(args, out)
     if args.sample_tokens < 0:
         raise ValueError(f"--sample-tokens must not be negative, got {args.sample_tokens}")
     if not args.resume:
-        hp = {**TRAIN_DEFAULTS, **given}
-        check_fits_in_memory(config_for_depth(hp["depth"], hp["vocab_size"], hp["seq_len"], hp["n_layer"],
-                                              hp["n_embd"], hp["n_head"], hp["n_kv_head"]), training=True)
+        check_fits_in_memory(_config(hp, hp["vocab_size"]), training=True)
     with parallel.run_lock(out):
         return _train(args, out, given)
 
@@ -100,34 +118,20 @@ def _train(args, out, given):
     model = meta = optimizer_state = None
     if args.resume:
         model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "train_args", "sft")
-        check_unchanged_on_resume(given, meta.get("train_args", {}), FIXED_ON_RESUME)
-        hp = {**TRAIN_DEFAULTS, **meta.get("train_args", {}), **given}
-        _check_train_args(hp)
+        hp = TRAIN_HP.resolve(given, saved=meta.get("train_args", {}))
     else:
-        hp = {**TRAIN_DEFAULTS, **given}
+        hp = TRAIN_HP.resolve(given)
         if saved_steps(out):
             raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
                              "to continue them, or choose another --out")
-
     text = load_text(hp["data"])
-    if world.is_main:  # one tokenizer, sent to every rank
-        if args.resume:  # the checkpoint's own tokenizer
-            tokenizer = Tokenizer.load(out)
-            print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
-        else:  # a tokenizer without checkpoints is a failed run's leftover, perhaps from other data: never reused
-            print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
-            tokenizer = Tokenizer.train([text], hp["vocab_size"])
-    tokenizer = world.broadcast_object(tokenizer if world.is_main else None)
+    tokenizer = world.broadcast_object(_tokenizer(out, text, hp, args.resume) if world.is_main else None)
     tokens = np.asarray(tokenizer.encode(text, prepend="<|bos|>"), dtype=np.int64)
     train_tokens, val_tokens = split_train_val(tokens, hp["val_fraction"])
     loader = parallel.shard_loader(DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"]), world)
     val = val_batches(val_tokens, hp["batch_size"], hp["seq_len"], hp["eval_batches"])
-
-    if model is None:
-        config = config_for_depth(hp["depth"], tokenizer.vocab_size, hp["seq_len"], hp["n_layer"],
-                                  hp["n_embd"], hp["n_head"], hp["n_kv_head"])
-        model = GPT(config, seed=hp["seed"])
-    _check_vocab(tokenizer, model.config)
+    model = model or GPT(_config(hp, tokenizer.vocab_size), seed=hp["seed"])
+    check_vocab(tokenizer, model.config)
     optimizers = model.setup_optimizers(hp["unembedding_lr"], hp["embedding_lr"], hp["matrix_lr"], hp["weight_decay"])
     start_step = 0
     if meta is not None:
@@ -152,18 +156,38 @@ def _train(args, out, given):
             for p in out.glob("tokenizer.*"):
                 p.unlink()
         raise
-    if not world.is_main or (records and records[-1]["step"] < hp["steps"]):
-        return 0  # interrupted: the checkpoint is saved, skip the plot and the sample
+    if world.is_main and not (records and records[-1]["step"] < hp["steps"]):  # not after a Ctrl-C stop
+        _report(out, model, tokenizer, args.sample_tokens, hp["seed"])
+    return 0
+
+
+def _config(hp, vocab_size):
+    return config_for_depth(hp["depth"], vocab_size, hp["seq_len"], hp["n_layer"], hp["n_embd"], hp["n_head"],
+                            hp["n_kv_head"])
+
+
+def _tokenizer(out, text, hp, resuming):
+    """The run's tokenizer: the checkpoint's own on resume, else a new one trained on the text (a
+    tokenizer without checkpoints is a failed run's leftover, perhaps from other data: never reused)."""
+    if resuming:
+        tokenizer = Tokenizer.load(out)
+        print(f"tokenizer: reusing {out} ({tokenizer.vocab_size} tokens)")
+        return tokenizer
+    print(f"tokenizer: training a {hp['vocab_size']}-token BPE on {len(text):,} characters")
+    return Tokenizer.train([text], hp["vocab_size"])
+
+
+def _report(out, model, tokenizer, sample_tokens, seed):
+    """After a finished run: the loss curve and a sample."""
     if plot_losses(out / "log.jsonl", out / "loss.png"):
         print(f"loss curve: {out / 'loss.png'}")
     else:
         print("loss curve: skipped, matplotlib is not installed (pip install matplotlib)")
-    if args.sample_tokens:
+    if sample_tokens:
         print("sample:")
         # after <|bos|>, the model has rotary_seq_len - 1 positions left to generate into
-        sample_tokens = min(args.sample_tokens, model.rotary_seq_len - 1)
-        stream_sample(model, tokenizer, [tokenizer.bos_token_id], sample_tokens, temperature=0.8, top_k=40, seed=hp["seed"])
-    return 0
+        sample_tokens = min(sample_tokens, model.rotary_seq_len - 1)
+        stream_sample(model, tokenizer, [tokenizer.bos_token_id], sample_tokens, temperature=0.8, top_k=40, seed=seed)
 
 
 def unigram_loss(train_tokens, val_tokens):
@@ -182,7 +206,7 @@ def stream_sample(model, tokenizer, prompt_ids, max_tokens, **sampling):
 def load_model_and_tokenizer(directory, step=None):
     model, meta, _ = load_checkpoint(directory, step)
     tokenizer = Tokenizer.load(directory)
-    _check_vocab(tokenizer, model.config)
+    check_vocab(tokenizer, model.config)
     return model, tokenizer, meta
 
 
@@ -195,29 +219,9 @@ def cmd_sample(args):
     return 0
 
 
-def _check_vocab(tokenizer, config):
+def check_vocab(tokenizer, config):
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model expects {config.vocab_size}")
-
-
-def _check_train_args(hp):
-    """Every option, before anything is written to disk."""
-    check_option_types(hp, INT_OPTIONS, nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
-    for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
-        if hp[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")
-    for name in ("eval_every", "save_every", "seed", "clip", "weight_decay", "matrix_lr", "embedding_lr",
-                 "unembedding_lr"):
-        if not hp[name] >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {hp[name]}")
-    for name in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):
-        if not 0 <= hp[name] <= 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {hp[name]}")
-    if hp["warmup_ratio"] + hp["warmdown_ratio"] > 1:
-        raise ValueError(f"--warmup-ratio + --warmdown-ratio must be at most 1, got "
-                         f"{hp['warmup_ratio'] + hp['warmdown_ratio']}")
-    if not 0 < hp["val_fraction"] < 1:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {hp['val_fraction']}")
 
 
 def build_parser():

@@ -53,6 +53,49 @@ def split_train_val(tokens, val_fraction=0.1):
     return tokens[:-n_val], tokens[-n_val:]
 
 
+class EpochOrder:
+    """Which items each batch takes, resumable: the items in a fresh seeded order each epoch, cut into
+    batches_per_epoch batches of batch_size (the last items of an epoch may go unused). Its state is
+    (epoch, position, seed): seeding with (seed, epoch) makes each epoch's order independent of how
+    the run got there, so a resumed run draws exactly the batches an uninterrupted one would."""
+
+    def __init__(self, n_items, batch_size, batches_per_epoch, seed=0):
+        if int(seed) < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.n_items, self.batch_size, self.batches_per_epoch = n_items, batch_size, batches_per_epoch
+        self.seed = int(seed)
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self):
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n_items)
+
+    def next_indices(self):
+        """The items of the next batch."""
+        if self.position == self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation()
+        B = self.batch_size
+        chosen = self._order[self.position * B:(self.position + 1) * B]
+        self.position += 1
+        return chosen
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state):
+        try:
+            epoch, position, seed = (state[k] for k in ("epoch", "position", "seed"))
+        except (KeyError, TypeError):
+            raise ValueError(f"loader state must be a dict with epoch, position and seed, got {state!r}") from None
+        if not all(isinstance(v, int) and v >= 0 for v in (epoch, position, seed)):
+            raise ValueError(f"epoch, position and seed must be non-negative ints, got {state!r}")
+        if position > self.batches_per_epoch:
+            raise ValueError(f"position {position} is past the {self.batches_per_epoch} batches of an epoch")
+        self.epoch, self.position, self.seed = epoch, position, seed
+        self._order = self._permutation()
+
+
 class DataLoader:
     """Endless (x, y) batches of shape (batch_size, seq_len), resumable from state_dict()."""
 
@@ -62,8 +105,6 @@ class DataLoader:
             raise ValueError(f"tokens must be a 1-D integer array, got shape {tokens.shape} dtype {tokens.dtype}")
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
         needed = batch_size * seq_len + 1
         if len(tokens) < needed:
             raise ValueError(
@@ -74,23 +115,11 @@ class DataLoader:
         self.batch_size, self.seq_len = batch_size, seq_len
         self.starts = np.arange((len(tokens) - 1) // seq_len, dtype=np.int64) * seq_len
         self.batches_per_epoch = len(self.starts) // batch_size
-        self.seed = int(seed)
-        self.epoch, self.position = 0, 0
-        self._order = self._epoch_order()
-
-    def _epoch_order(self):
-        # seeding with (seed, epoch) makes each epoch's order independent of how we got there
-        rng = np.random.default_rng([self.seed, self.epoch])
-        return rng.permutation(self.starts)
+        self.order = EpochOrder(len(self.starts), batch_size, self.batches_per_epoch, seed)
 
     def next_batch(self):
-        if self.position == self.batches_per_epoch:
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._epoch_order()
-        B, T = self.batch_size, self.seq_len
-        starts = self._order[self.position * B:(self.position + 1) * B]
-        windows = self.tokens[starts[:, None] + np.arange(T + 1)]
-        self.position += 1
+        starts = self.starts[self.order.next_indices()]
+        windows = self.tokens[starts[:, None] + np.arange(self.seq_len + 1)]
         return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
 
     def __iter__(self):
@@ -100,16 +129,7 @@ class DataLoader:
         return self.next_batch()
 
     def state_dict(self):
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return self.order.state_dict()
 
     def load_state_dict(self, state):
-        try:
-            epoch, position, seed = (state[k] for k in ("epoch", "position", "seed"))
-        except (KeyError, TypeError):
-            raise ValueError(f"state must be a dict with epoch, position and seed, got {state!r}") from None
-        if not all(isinstance(v, int) and v >= 0 for v in (epoch, position, seed)):
-            raise ValueError(f"epoch, position and seed must be non-negative ints, got {state!r}")
-        if position > self.batches_per_epoch:
-            raise ValueError(f"position {position} is past the {self.batches_per_epoch} batches of an epoch")
-        self.epoch, self.position, self.seed = epoch, position, seed
-        self._order = self._epoch_order()
+        self.order.load_state_dict(state)

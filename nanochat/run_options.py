@@ -1,8 +1,42 @@
 """Options and checks shared by the commands that train (`nanochat train` and `nanochat sft`):
-resuming (from the latest or a chosen step), pruning old checkpoints, and option types."""
+their hyperparameters (defaults, resume, checks), resuming (from the latest or a chosen step),
+pruning old checkpoints, and option types."""
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 from nanochat.checkpoint import delete_checkpoint, load_checkpoint, saved_steps
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """A training command's hyperparameters: on --resume the checkpoint's values win over the
+    defaults, and options given on the command line win over both; `fixed_on_resume` (what fixes
+    the model or the data stream) cannot change when a run resumes; `check` refuses a bad set."""
+    defaults: dict
+    fixed_on_resume: tuple
+    check: Callable
+
+    def given(self, args):
+        """The options given on the command line (their parser leaves absent ones absent)."""
+        return {k: v for k, v in vars(args).items() if k in self.defaults}
+
+    def resolve(self, given, saved=None, base=None):
+        """The checked hyperparameters of a run: `given` over `saved` (a resumed run's, None for a
+        new run) over `base` (defaults taken from elsewhere) over the defaults."""
+        if saved is not None:
+            check_unchanged_on_resume(given, saved, self.fixed_on_resume)
+        hp = {**self.defaults, **(base or {}), **(saved or {}), **given}
+        self.check(hp)
+        return hp
+
+
+def check_unchanged_on_resume(given, saved, names):
+    """Options that fix the model or the data stream cannot change when a run resumes."""
+    for name in names:
+        if name in given and given[name] != saved.get(name):
+            raise ValueError(f"--{name.replace('_', '-')} cannot change on --resume (the checkpoint's run used "
+                             f"{saved.get(name)!r}); start a new run in another --out instead")
 
 
 def add_checkpoint_args(p):

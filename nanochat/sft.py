@@ -17,12 +17,12 @@ from minigrad.distributed import DataParallel
 from minigrad.serialization import write_atomic
 from nanochat import parallel, tasks
 from nanochat.checkpoint import latest_step, saved_steps
+from nanochat.dataloader import EpochOrder
 from nanochat.engine import Engine
-from nanochat.run_options import add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
+from nanochat.run_options import Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import check_unchanged_on_resume, fit, resume
+from nanochat.train import fit, resume
 
-# On --resume the checkpoint's values win over these defaults; options given win over both.
 # The learning rates default to the pretraining run's, times lr_scale.
 SFT_DEFAULTS = dict(
     data=None, tasks="all", train_items=10000, eval_items=200, steps=1500, batch_size=16, lr_scale=1.0,
@@ -100,41 +100,26 @@ class SFTLoader:
     def __init__(self, rows, batch_size, pad_id, seed=0):
         if not rows:
             raise ValueError("no conversations to train on")
-        if batch_size < 1 or int(seed) < 0:
-            raise ValueError(f"batch_size must be positive and seed non-negative, got {batch_size} and {seed}")
-        self.rows, self.batch_size, self.pad_id, self.seed = rows, batch_size, pad_id, int(seed)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.rows, self.batch_size, self.pad_id = rows, batch_size, pad_id
         # with fewer conversations than a batch, every batch holds all of them
-        self.batches_per_epoch = max(1, len(rows) // batch_size)
-        self.epoch, self.position = 0, 0
-        self._order = self._epoch_order()
-
-    def _epoch_order(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rows))
+        self.order = EpochOrder(len(rows), batch_size, max(1, len(rows) // batch_size), seed)
 
     def next_batch(self):
-        if self.position == self.batches_per_epoch:
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._epoch_order()
-        B = self.batch_size
-        chosen = self._order[self.position * B:(self.position + 1) * B]
-        self.position += 1
-        return collate([self.rows[i] for i in chosen], self.pad_id)
+        return collate([self.rows[i] for i in self.order.next_indices()], self.pad_id)
 
     def state_dict(self):
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "conversations": len(self.rows)}
+        return {**self.order.state_dict(), "conversations": len(self.rows)}
 
     def load_state_dict(self, state):
-        try:
-            epoch, position, seed, n = (state[k] for k in ("epoch", "position", "seed", "conversations"))
-        except (KeyError, TypeError):
-            raise ValueError(f"SFT loader state must hold epoch, position, seed and conversations, got {state!r}") from None
+        if not isinstance(state, dict) or "conversations" not in state:
+            raise ValueError(f"SFT loader state must hold epoch, position, seed and conversations, got {state!r}")
+        n = state["conversations"]
         if n != len(self.rows):
             raise ValueError(f"the checkpoint was trained on {n} conversations, this data has {len(self.rows)}; "
                              f"resume with the same data")
-        if not all(isinstance(v, int) and v >= 0 for v in (epoch, position, seed)) or position > self.batches_per_epoch:
-            raise ValueError(f"bad SFT loader state {state!r}")
-        self.epoch, self.position, self.seed = epoch, position, seed
-        self._order = self._epoch_order()
+        self.order.load_state_dict(state)
 
 
 def synthetic_data(task_names, train_items, eval_items, seed):
@@ -179,8 +164,8 @@ def cmd_sft(args):
         raise FileNotFoundError(f"checkpoint directory {src} does not exist")
     if out.resolve() == src.resolve():
         raise ValueError("--out must differ from --checkpoint, or fine-tuning would overwrite the pretrained model")
-    given = {k: v for k, v in vars(args).items() if k in SFT_DEFAULTS}
-    _check_sft_args({**SFT_DEFAULTS, **BASE_LRS, **given})  # before anything is read or written
+    given = SFT_HP.given(args)
+    SFT_HP.resolve(given, base=BASE_LRS)  # every option checked before anything is read or written
     check_checkpoint_args(args, out)
     with parallel.run_lock(out):
         return _sft(args, src, out, given)
@@ -194,16 +179,14 @@ def _sft(args, src, out, given):
     if args.resume:
         model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "sft_args", "train")
         tokenizer = Tokenizer.load(out)
-        check_unchanged_on_resume(given, meta.get("sft_args", {}), FIXED_ON_RESUME)
-        hp = {**SFT_DEFAULTS, **meta.get("sft_args", {}), **given}
+        hp = SFT_HP.resolve(given, saved=meta.get("sft_args", {}))
     else:
         if saved_steps(out):
             raise ValueError(f"{out} already holds a fine-tuned checkpoint; pass --resume or another --out")
         model, tokenizer, base_meta = load_model_and_tokenizer(src, args.step)
         base_lrs = {k: base_meta.get("train_args", {}).get(k, v) for k, v in BASE_LRS.items()}
-        hp = {**SFT_DEFAULTS, **base_lrs, **given}
+        hp = SFT_HP.resolve(given, base=base_lrs)
         meta = optimizer_state = None
-    _check_sft_args(hp)
 
     # all data is read and checked before any training
     max_tokens = model.config.sequence_len + 1
@@ -297,3 +280,6 @@ def _check_sft_args(hp):
     if not 0 <= hp["warmdown_ratio"] <= 1:
         raise ValueError(f"--warmdown-ratio must be in [0, 1], got {hp['warmdown_ratio']}")
     tasks.parse_tasks(hp["tasks"])
+
+
+SFT_HP = Hyperparameters(SFT_DEFAULTS, FIXED_ON_RESUME, _check_sft_args)

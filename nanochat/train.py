@@ -6,7 +6,6 @@ which stops the run unsaved if an update made them non-finite), optional clippin
 Muon momentum warm-up, periodic evaluation, checkpoints, log.jsonl and a progress bar. Ctrl-C
 stops at the next step boundary and saves, so no update is ever half-applied.
 """
-import contextlib
 import json
 import math
 import signal
@@ -55,14 +54,6 @@ def resume(optimizers, optimizer_state, loader, meta):
     return meta["step"]
 
 
-def check_unchanged_on_resume(given, saved, names):
-    """Options that fix the model or the data stream cannot change when a run resumes."""
-    for name in names:
-        if name in given and given[name] != saved.get(name):
-            raise ValueError(f"--{name.replace('_', '-')} cannot change on --resume (the checkpoint's run used "
-                             f"{saved.get(name)!r}); start a new run in another --out instead")
-
-
 def find_nonfinite(loss, model):
     """Name of the first non-finite thing in a step: 'loss' or a parameter's gradient, else None."""
     if not np.isfinite(loss):
@@ -105,101 +96,126 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
     world = ddp.world
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "log.jsonl"
-    if world.is_main:
-        _truncate_log(log_path, start_step)
-    meta = dict(meta or {}, **({"ranks": world.size} if world.size > 1 else {}))
-    records, bad_streak, last_loss, lr = [], 0, None, None
-    saved = start_step if start_step else None  # a resumed run starts from a checkpoint
-    stop = _StopFlag()
+    checkpoints = _Checkpoints(out, model, optimizers, loader, ddp, meta, save_every, keep_last, start_step)
+    records, bad_streak, stop = [], 0, _StopFlag()
 
-    def checkpoint(step):
-        nonlocal saved
-        if world.size > 1 and not ddp.in_sync():
-            raise TrainingError(f"the ranks' weights differ at step {step}; no checkpoint was written")
-        if world.is_main:
-            save_checkpoint(out, model, step, optimizer=optimizers, loss=last_loss, lr=lr,
-                            meta={**meta, "loader": loader.state_dict()})
-            if keep_last:
-                prune_checkpoints(out, keep_last)
-        saved = step
-
-    def nothing_lost():
-        if saved is None:
-            return f"no checkpoint was saved in {out}"
-        return f"the last good checkpoint (step {saved}) in {out} is untouched"
+    def evaluate_now(step):
+        return eval_every and val_batches and (step % eval_every == 0 or step == steps)
 
     bar = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps, dynamic_ncols=True,
                disable=not world.is_main)
     say = bar.write if world.is_main else (lambda text: None)
-    with bar, stop, (open(log_path, "a") if world.is_main else contextlib.nullcontext()) as log:
+    with bar, stop, _Log(out / "log.jsonl", start_step, world.is_main) as log:
         for step in bar:
             t0 = time.perf_counter()
-            multiplier = lr_multiplier(step, steps, warmup_ratio, warmdown_ratio, final_lr_frac)
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = group["initial_lr"] * multiplier
-                    if isinstance(opt, Muon):
-                        group["momentum"] = muon_momentum(step)
-            lr = optimizers[0].param_groups[0]["lr"]
-
-            loss, tokens = 0.0, 0
-            for _ in range(grad_accum):
-                x, y = loader.next_batch()
-                micro_loss = model(x, targets=y) / grad_accum
-                micro_loss.backward()
-                loss += micro_loss.item()
-                tokens += x.size
-            ddp.sync_gradients()
-            loss = float(world.sum_values(loss)[0]) / world.size
-            tokens *= world.size
+            lr = set_schedule(optimizers, step, steps, warmup_ratio, warmdown_ratio, final_lr_frac)
+            loss, tokens = accumulate_gradients(model, loader, ddp, grad_accum)
             record = {"step": step + 1, "loss": loss if np.isfinite(loss) else None, "lr": lr}
-
             bad = find_nonfinite(loss, model)
-            if bad is not None:
+            if bad is not None:  # refused: the weights stay as they were
                 for opt in optimizers:
                     opt.zero_grad()
                 bad_streak += 1
                 record.update(skipped=True, reason=f"non-finite {bad}")
                 say(f"step {step + 1}: refused, non-finite {bad}; weights unchanged")
-                _write(log, record)
+                log.write(record)
                 if bad_streak >= max_bad_steps:
                     raise TrainingError(f"stopping: {bad_streak} consecutive steps had a non-finite {bad}; "
-                                        f"{nothing_lost()}")
+                                        f"{checkpoints.nothing_lost()}")
             else:
                 bad_streak = 0
-                if clip:
-                    record["grad_norm"] = float(clip_grad_norm_(model.parameters(), clip))
-                for opt in optimizers:
-                    opt.step()
-                    opt.zero_grad()
-                # finite gradients can still make non-finite weights (an inf learning rate): such a
-                # step is never saved
-                poisoned = first_nonfinite((name, p.data) for name, p in model.named_parameters())
-                if poisoned is not None:
-                    raise TrainingError(f"stopping: the update of step {step + 1} made {poisoned} non-finite; "
-                                        f"{nothing_lost()}")
-                last_loss = loss
-
-                elapsed = time.perf_counter() - t0
-                record["tok_per_s"] = tokens / elapsed
-                if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps) and val_batches:
+                record.update(apply_update(model, optimizers, clip, step + 1, checkpoints.nothing_lost))
+                checkpoints.last_loss, checkpoints.lr = loss, lr
+                record["tok_per_s"] = tokens / (time.perf_counter() - t0)
+                if evaluate_now(step + 1):
                     record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes, world)
                     say(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
-                _write(log, record)
+                log.write(record)
                 records.append(record)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", lr=f"{lr:.2e}")
 
-            # a refused step left the weights as they were, so its checkpoint holds the last good
-            # weights (and the loader past the refused batch): the end of the run and a Ctrl-C
-            # during a refused step still save; the ranks stop together if any was asked to
+            # the ranks stop together if any was asked to
             stopping = world.sum_values(stop.requested)[0] > 0
-            if step + 1 == steps or (save_every and (step + 1) % save_every == 0) or stopping:
-                checkpoint(step + 1)
+            if checkpoints.due(step + 1, steps) or stopping:
+                checkpoints.save(step + 1)
             if stopping:
                 say(f"interrupted: saved a checkpoint at step {step + 1} in {out}")
                 break
     return records
+
+
+def set_schedule(optimizers, step, steps, warmup_ratio, warmdown_ratio, final_lr_frac):
+    """nanochat's LR schedule and Muon momentum warm-up for `step`; returns the first group's lr."""
+    multiplier = lr_multiplier(step, steps, warmup_ratio, warmdown_ratio, final_lr_frac)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * multiplier
+            if isinstance(opt, Muon):
+                group["momentum"] = muon_momentum(step)
+    return optimizers[0].param_groups[0]["lr"]
+
+
+def accumulate_gradients(model, loader, ddp, grad_accum):
+    """Forward and backward over grad_accum micro-batches, the gradients averaged over the ranks;
+    returns the mean loss and the tokens seen, over all ranks."""
+    world = ddp.world
+    loss, tokens = 0.0, 0
+    for _ in range(grad_accum):
+        x, y = loader.next_batch()
+        micro_loss = model(x, targets=y) / grad_accum
+        micro_loss.backward()
+        loss += micro_loss.item()
+        tokens += x.size
+    ddp.sync_gradients()
+    return float(world.sum_values(loss)[0]) / world.size, tokens * world.size
+
+
+def apply_update(model, optimizers, clip, step, nothing_lost):
+    """Clip and step; finite gradients can still make non-finite weights (an inf learning rate):
+    such a step stops the run unsaved. Returns what the log records of the update."""
+    record = {}
+    if clip:
+        record["grad_norm"] = float(clip_grad_norm_(model.parameters(), clip))
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad()
+    poisoned = first_nonfinite((name, p.data) for name, p in model.named_parameters())
+    if poisoned is not None:
+        raise TrainingError(f"stopping: the update of step {step} made {poisoned} non-finite; {nothing_lost()}")
+    return record
+
+
+class _Checkpoints:
+    """When and what fit saves: every save_every steps, at the last step and on Ctrl-C, rank 0 alone.
+
+    A refused step left the weights as they were, so its checkpoint holds the last good weights (and
+    the loader past the refused batch): the end of the run and a Ctrl-C during a refused step still save."""
+
+    def __init__(self, out, model, optimizers, loader, ddp, meta, save_every, keep_last, start_step):
+        self.out, self.model, self.optimizers, self.loader, self.ddp = out, model, optimizers, loader, ddp
+        self.meta = dict(meta or {}, **({"ranks": ddp.world.size} if ddp.world.size > 1 else {}))
+        self.save_every, self.keep_last = save_every, keep_last
+        self.saved = start_step if start_step else None  # a resumed run starts from a checkpoint
+        self.last_loss = self.lr = None
+
+    def due(self, step, steps):
+        return step == steps or bool(self.save_every and step % self.save_every == 0)
+
+    def save(self, step):
+        world = self.ddp.world
+        if world.size > 1 and not self.ddp.in_sync():
+            raise TrainingError(f"the ranks' weights differ at step {step}; no checkpoint was written")
+        if world.is_main:
+            save_checkpoint(self.out, self.model, step, optimizer=self.optimizers, loss=self.last_loss, lr=self.lr,
+                            meta={**self.meta, "loader": self.loader.state_dict()})
+            if self.keep_last:
+                prune_checkpoints(self.out, self.keep_last)
+        self.saved = step
+
+    def nothing_lost(self):
+        if self.saved is None:
+            return f"no checkpoint was saved in {self.out}"
+        return f"the last good checkpoint (step {self.saved}) in {self.out} is untouched"
 
 
 def plot_losses(log_path, png_path):
@@ -229,14 +245,30 @@ def plot_losses(log_path, png_path):
     return True
 
 
-def _write(log, record):
-    if log is None:  # not rank 0
-        return
-    try:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-    except OSError as e:  # a full disk: name the file (a bare write error reads as stdout's)
-        raise OSError(e.errno, e.strerror, log.name) from None
+class _Log:
+    """log.jsonl, one JSON record per step, written by rank 0 alone."""
+
+    def __init__(self, path, start_step, is_main):
+        self.path, self.file = path, None
+        if is_main:
+            _truncate_log(path, start_step)
+            self.file = open(path, "a")
+
+    def write(self, record):
+        if self.file is None:  # not rank 0
+            return
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk: name the file (a bare write error reads as stdout's)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()
 
 
 def _truncate_log(log_path, start_step):

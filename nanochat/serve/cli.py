@@ -7,12 +7,13 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 def register(sub):
-    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API and a chat page")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train)")
+    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API and a chat page",
+                       allow_abbrev=False)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train) (required)")
     p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes (default: no key)")
     p.add_argument("--max-batch", type=int, default=8, help="sequences decoded together (default %(default)s)")
     p.add_argument("--max-queue", type=int, default=32,
                    help="sequences that may wait for a free row before requests get 429 (default %(default)s)")
