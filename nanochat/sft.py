@@ -188,18 +188,8 @@ def _sft(args, src, out, given):
         hp = SFT_HP.resolve(given, base=base_lrs)
         meta = optimizer_state = None
 
-    # all data is read and checked before any training
-    max_tokens = model.config.sequence_len + 1
     engine = Engine(model, tokenizer)
-    held_out = None
-    if hp["data"] is None:
-        train, held_out = synthetic_data(tasks.parse_tasks(hp["tasks"]), hp["train_items"], hp["eval_items"], hp["seed"])
-        rows = render_rows(tokenizer, [(f"synthetic item {i}", c) for i, c in enumerate(train)], max_tokens)
-        val_rows = render_rows(tokenizer, [(f"held-out item {i}", c) for i, c in enumerate(held_out)], max_tokens)
-        _check_questions_fit(engine, held_out)
-    else:
-        rows = render_rows(tokenizer, [(f"{hp['data']} line {n}", c) for n, c in read_jsonl(hp["data"])], max_tokens)
-        val_rows = []
+    rows, val_rows, held_out = _read_data(hp, engine)  # all of it read and checked before any training
     pad_id = tokenizer.encode_special("<|assistant_end|>")  # any id will do: padded positions carry no loss
     loader = parallel.shard_loader(SFTLoader(rows, hp["batch_size"], pad_id, seed=hp["seed"]), world)
     val = [collate(val_rows[i:i + hp["batch_size"]], pad_id) for i in range(0, len(val_rows), hp["batch_size"])]
@@ -229,14 +219,31 @@ def _sft(args, src, out, given):
 
     finished = world.broadcast_object(latest_step(out) == hp["steps"] if world.is_main else None)  # rank 0 saved
     if held_out is not None and finished:  # not after a Ctrl-C stop
-        finetuned = _accuracy_record(engine, held_out, world)
-        print(f"pretrained model: {_describe(pretrained)}")
-        print(f"fine-tuned model: {_describe(finetuned)}")
-        report = {"step": hp["steps"], "items": len(held_out), "pretrained": pretrained, "finetuned": finetuned}
-        if world.is_main:
-            write_atomic(out / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
-        print(f"accuracy logged to {out / 'accuracy.json'}")
+        _report_accuracy(out, engine, held_out, pretrained, hp["steps"], world)
     return 0
+
+
+def _read_data(hp, engine):
+    """Training rows, validation rows and the held-out items to score (None with --data)."""
+    tokenizer, max_tokens = engine.tokenizer, engine.model.config.sequence_len + 1
+    if hp["data"] is not None:
+        rows = render_rows(tokenizer, [(f"{hp['data']} line {n}", c) for n, c in read_jsonl(hp["data"])], max_tokens)
+        return rows, [], None
+    train, held_out = synthetic_data(tasks.parse_tasks(hp["tasks"]), hp["train_items"], hp["eval_items"], hp["seed"])
+    rows = render_rows(tokenizer, [(f"synthetic item {i}", c) for i, c in enumerate(train)], max_tokens)
+    val_rows = render_rows(tokenizer, [(f"held-out item {i}", c) for i, c in enumerate(held_out)], max_tokens)
+    _check_questions_fit(engine, held_out)
+    return rows, val_rows, held_out
+
+
+def _report_accuracy(out, engine, held_out, pretrained, step, world):
+    finetuned = _accuracy_record(engine, held_out, world)
+    print(f"pretrained model: {_describe(pretrained)}")
+    print(f"fine-tuned model: {_describe(finetuned)}")
+    report = {"step": step, "items": len(held_out), "pretrained": pretrained, "finetuned": finetuned}
+    if world.is_main:
+        write_atomic(out / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
+    print(f"accuracy logged to {out / 'accuracy.json'}")
 
 
 def _check_questions_fit(engine, items):

@@ -8,7 +8,7 @@ import torch
 
 from minigrad import Tensor, no_grad
 from nanochat.engine import KVCache
-from nanochat.gpt import GPT, GPTConfig
+from nanochat.gpt import GPT, GPTConfig, apply_rotary_emb, precompute_rotary_embeddings
 from nanochat.torch_gpt import TorchGPT
 
 # GQA (n_kv_head < n_head), and V, C, 4C, n_head*hd, n_kv_head*hd all distinct so layouts can't be confused
@@ -301,3 +301,38 @@ def test_torch_reference_cached_decode_equals_its_full_forward():
         steps += [model(idx[:, t:t + 1], kv_cache=cache) for t in range(7, 11)]
     assert cache.pos == 11
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+# ---- rotary embeddings ----------------------------------------------------------------------------
+
+def test_rotary_tables_match_the_formula():
+    cos, sin = precompute_rotary_embeddings(50, 8, base=100.0)
+    assert cos.shape == sin.shape == (1, 50, 1, 4) and cos.dtype == np.float32
+    p, i = np.arange(50)[:, None], np.arange(4)[None, :]
+    angle = p * 100.0 ** (-2 * i / 8)
+    np.testing.assert_allclose(cos[0, :, 0], np.cos(angle), atol=1e-5)
+    np.testing.assert_allclose(sin[0, :, 0], np.sin(angle), atol=1e-5)
+
+
+def test_rotary_slice_at_position_equals_full_table():
+    cos, sin = precompute_rotary_embeddings(40, 8)
+    x = np.random.default_rng(0).standard_normal((2, 20, 3, 8)).astype(np.float32)
+    full = apply_rotary_emb(Tensor(x), Tensor(cos[:, :20]), Tensor(sin[:, :20])).data
+    for p in range(20):
+        one = apply_rotary_emb(Tensor(x[:, p:p + 1]), Tensor(cos[:, p:p + 1]), Tensor(sin[:, p:p + 1])).data
+        np.testing.assert_allclose(one[:, 0], full[:, p], atol=1e-6)
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    cos, sin = precompute_rotary_embeddings(40, 8)
+    rng = np.random.default_rng(1)
+    q, k = rng.standard_normal((1, 1, 1, 8)).astype(np.float32), rng.standard_normal((1, 1, 1, 8)).astype(np.float32)
+
+    def rot(x, p):
+        return apply_rotary_emb(Tensor(x), Tensor(cos[:, p:p + 1]), Tensor(sin[:, p:p + 1])).data.ravel()
+
+    for offset in (0, 3, 11):
+        scores = [rot(q, p + offset) @ rot(k, p) for p in range(0, 25, 4)]
+        np.testing.assert_allclose(scores, scores[0], atol=1e-4)
+    assert not np.isclose(rot(q, 3) @ rot(k, 0), rot(q, 0) @ rot(k, 0), atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(rot(q, 17)), np.linalg.norm(q), rtol=1e-5)  # a rotation

@@ -5,25 +5,21 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import openai
 import pytest
-from serve_testing import CONTEXT, RunningServer, tiny_model, tiny_tokenizer
+from serve_testing import RunningServer
 
 import nanochat.engine
 from nanochat.serve.protocol import Limits, StopScanner, parse_chat, parse_completion
 
 USER = [{"role": "user", "content": "hello there"}]
+CONTEXT = 128  # conftest's serve_model
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    return tiny_model(tok)
+def model(serve_model):
+    assert serve_model.config.sequence_len == CONTEXT
+    return serve_model
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,14 @@ import sys
 
 import httpx
 import pytest
-from serve_testing import tiny_model, tiny_tokenizer
 
 from nanochat.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tok, serve_model):
     directory = tmp_path_factory.mktemp("serve") / "tinychat"
-    tok = tiny_tokenizer()
-    save_checkpoint(directory, tiny_model(tok), 0)
+    save_checkpoint(directory, serve_model, 0)
     tok.save(directory)
     return directory
 

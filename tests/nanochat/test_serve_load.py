@@ -6,15 +6,14 @@ import time
 
 import httpx
 import pytest
-from serve_testing import RunningServer, tiny_model, tiny_tokenizer
+from serve_testing import RunningServer
 
 CLIENTS, REQUESTS_EACH, MAX_TOKENS = 16, 3, 24
 
 
 @pytest.fixture(scope="module")
-def running():
-    tok = tiny_tokenizer()
-    with RunningServer(tiny_model(tok), tok, max_batch=16, max_queue=64) as s:
+def running(tok, serve_model):
+    with RunningServer(serve_model, tok, max_batch=16, max_queue=64) as s:
         yield s
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from playwright import sync_api
-from serve_testing import RunningServer, tiny_model, tiny_tokenizer
+from serve_testing import RunningServer
 
 import nanochat.engine
 
@@ -17,9 +17,8 @@ if not os.path.exists(CHROMIUM):
 
 
 @pytest.fixture(scope="module")
-def running():
-    tok = tiny_tokenizer()
-    with RunningServer(tiny_model(tok), tok) as s:
+def running(tok, serve_model):
+    with RunningServer(serve_model, tok) as s:
         yield s
 
 

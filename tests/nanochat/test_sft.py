@@ -11,10 +11,8 @@ import minigrad
 from minigrad import Tensor
 from nanochat.checkpoint import load_checkpoint, save_checkpoint
 from nanochat.cli import load_model_and_tokenizer, main
-from nanochat.dataloader import load_text
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.sft import SFTLoader, collate, render_rows
-from nanochat.tokenizer import Tokenizer
 
 CONVERSATIONS = [
     {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}]},
@@ -23,11 +21,6 @@ CONVERSATIONS = [
     {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour"},
                   {"role": "assistant", "content": "Blue"}]},
 ]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.train([load_text()[:50_000]], 300)
 
 
 @pytest.fixture(scope="module")
