@@ -10,12 +10,14 @@ import sys
 import numpy as np
 
 from nanochat.engine import Engine
+from nanochat.interop.commands import add_dtype_arg
 
 
 def register(sub):
     p = sub.add_parser("chat", help="chat with a checkpoint (REPL, pipe or -p)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory: ours (sft, train), PyTorch nanochat's or Hugging Face's")
     p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
+    add_dtype_arg(p)
     p.add_argument("-p", "--prompt", default=None, help="answer this one message and exit")
     p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy (default %(default)s)")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens (default %(default)s)")
@@ -25,14 +27,14 @@ def register(sub):
 
 
 def cmd_chat(args):
-    from nanochat.cli import load_model_and_tokenizer  # cli imports this module to register the command
+    from nanochat.interop import load_any
 
     if not args.temperature >= 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     for name in ("top_k", "max_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    model, tokenizer, _ = load_model_and_tokenizer(args.checkpoint, args.step)
+    model, tokenizer = load_any(args.checkpoint, args.dtype, args.step)
     engine = Engine(model, tokenizer)
     seeds = np.random.default_rng(args.seed)  # one seed per reply: a fixed --seed replays the session
     sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k)

@@ -11,6 +11,7 @@ from nanochat import chat_cli, sft
 from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint
 from nanochat.gpt import GPT
+from nanochat.interop import commands as interop_commands, load_any
 from nanochat.dataloader import DataLoader, load_text, split_train_val
 from nanochat.tokenizer import Tokenizer
 from nanochat.train import TrainingError, check_unchanged_on_resume, config_for_depth, fit, plot_losses, resume
@@ -159,7 +160,7 @@ def load_model_and_tokenizer(directory, step=None):
 
 
 def cmd_sample(args):
-    model, tokenizer, _ = load_model_and_tokenizer(args.checkpoint, args.step)
+    model, tokenizer = load_any(args.checkpoint, args.dtype, args.step)
     prompt = [tokenizer.bos_token_id] + tokenizer.encode(args.prompt)
     sys.stdout.write(args.prompt)
     stream_sample(model, tokenizer, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -199,8 +200,9 @@ def build_parser():
     train.set_defaults(run=cmd_train)
 
     sample = sub.add_parser("sample", help="stream text from a checkpoint")
-    sample.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by train)")
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint directory: ours, PyTorch nanochat's or Hugging Face's")
     sample.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
+    interop_commands.add_dtype_arg(sample)
     sample.add_argument("--prompt", default="", help="text to continue")
     sample.add_argument("--max-tokens", type=int, default=200)
     sample.add_argument("--temperature", type=float, default=0.8)
@@ -210,6 +212,7 @@ def build_parser():
     sample.set_defaults(run=cmd_sample)
     sft.register(sub)
     chat_cli.register(sub)
+    interop_commands.register(sub)
     return parser
 
 
