@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import minigrad
+from minigrad import nn
 from minigrad.serialization import write_atomic
 from nanochat.gpt import GPT, GPTConfig
 
@@ -78,7 +79,8 @@ def load_checkpoint(directory, step=None):
         if _sha256(path) != entry["sha256"]:
             raise ValueError(f"{path} does not match the hash in {meta_path.name}: truncated or modified")
 
-    model = GPT(config)
+    with nn.skip_init():  # every weight is loaded below (strict), so drawing random ones is wasted time
+        model = GPT(config)
     try:
         model.load_state_dict(minigrad.load(directory / files["model"]["name"]), strict=True)
     except ValueError as e:

@@ -160,7 +160,8 @@ class GPT(nn.Module):
         # rotary tables for 10x the training length, so generation can run past it; plain arrays, not state
         self.rotary_seq_len = config.sequence_len * 10
         self.cos, self.sin = precompute_rotary_embeddings(self.rotary_seq_len, config.head_dim, config.rope_base)
-        self.init_weights(seed)
+        if not nn.init_skipped():  # under nn.skip_init() a loader fills in every weight
+            self.init_weights(seed)
 
     def init_weights(self, seed=0):
         rng = np.random.default_rng(seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigrad import nn
 from nanochat.checkpoint import load_checkpoint
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.interop.bfloat16 import cast_to_bfloat16, check_dtype
@@ -74,7 +75,8 @@ def build_model(config, state, where):
         gpt_config = GPTConfig(**{k: v for k, v in config.items() if k in known})
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: the model config cannot be run: {e}") from None
-    model = GPT(gpt_config)
+    with nn.skip_init():  # every parameter is checked and replaced below
+        model = GPT(gpt_config)
     own = dict(model.named_parameters())
     unknown = sorted(set(state) - set(own))
     if unknown:

@@ -220,3 +220,22 @@ def test_missing_torch_is_a_one_line_error_naming_the_extra(native, monkeypatch)
     monkeypatch.setattr(builtins, "__import__", no_torch)
     with pytest.raises(ValueError, match=r"needs PyTorch: pip install 'minigrad-nanochat\[torch\]'"):
         read_any(native[0])
+
+
+def test_loading_draws_no_random_weights(native, monkeypatch):
+    import minigrad
+    from minigrad import nn
+    from nanochat.gpt import GPT
+    before = minigrad.default_generator().bit_generator.state
+    with nn.skip_init():
+        assert nn.init_skipped()
+        nn.Linear(4, 3), nn.Embedding(5, 2)
+    assert not nn.init_skipped()
+    assert minigrad.default_generator().bit_generator.state == before
+
+    def no_init(self, seed=0):
+        raise AssertionError("init_weights ran while loading")
+    monkeypatch.setattr(GPT, "init_weights", no_init)
+    load_any(native[0])  # builds the GPT under skip_init, then fills every weight in
+    with pytest.raises(AssertionError, match="init_weights ran"):
+        GPT(load_any(native[0])[0].config)
