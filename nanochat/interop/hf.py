@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import minigrad
+from nanochat.interop.native import check_classic_config
 from nanochat.interop.hf_tokenizer import tokenizer_config, tokenizer_from_json, tokenizer_json
 
 # ours <-> theirs; {i} is the layer index
@@ -117,6 +118,11 @@ def write_hf(directory, model, tokenizer):
     """config.json, generation_config.json, model.safetensors (float32) and the tokenizer files."""
     directory = Path(directory)
     c = model.config
+    state = {to_hf_name(name): value for name, value in model.state_dict().items()}
+    unmapped = sorted(name for name in state if not name.startswith(("model.", "lm_head.")))
+    if unmapped:  # e.g. a newer nanochat architecture's tensors: better refused than dropped
+        raise ValueError(f"transformers' NanoChatForCausalLM has no place for: {', '.join(unmapped)}")
+    check_classic_config(c, "transformers' NanoChatForCausalLM")
     bos, assistant_end = tokenizer.bos_token_id, tokenizer.encode_special("<|assistant_end|>")
     config = {
         "architectures": ["NanoChatForCausalLM"], "model_type": "nanochat", "vocab_size": c.vocab_size,
@@ -133,5 +139,4 @@ def write_hf(directory, model, tokenizer):
              "tokenizer_config.json": tokenizer_config(tokenizer, c.sequence_len)}
     for name, doc in files.items():
         (directory / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
-    state = {to_hf_name(name): value for name, value in model.state_dict().items()}
     minigrad.save(state, directory / "model.safetensors", metadata={"format": "pt"})

@@ -99,10 +99,18 @@ def read_tokenizer(directory):
     return tokenizer
 
 
+def check_classic_config(config, target):
+    """Refuse config fields beyond the classic architecture's (a newer GPTConfig's), which `target` cannot hold."""
+    extra = sorted(set(config.to_dict()) - set(NANOCHAT_FIELDS) - set(NANOCHAT_FIXED))
+    if extra:
+        raise ValueError(f"{target} has no fields for {', '.join(extra)}")
+
+
 def write_native(directory, model, tokenizer, step, meta_extra=None):
     """What PyTorch nanochat's checkpoint manager loads: model_<step>.pt, meta_<step>.json, plus
     tokenizer.pkl and token_bytes.pt (nanochat reads those from <base_dir>/tokenizer)."""
     torch = require_torch("--format nanochat")
+    check_classic_config(model.config, "PyTorch nanochat's classic GPTConfig")
     config = model.config.to_dict()
     differs = {k: config[k] for k, v in NANOCHAT_FIXED.items() if config[k] != v}
     if differs:

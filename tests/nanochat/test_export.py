@@ -160,3 +160,17 @@ def test_failed_export_leaves_no_output(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(hf.minigrad, "save", fail)
     assert main(["export", "--checkpoint", str(checkpoint[0]), "--format", "hf", "--out", str(tmp_path / "out")]) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tensors_without_a_place_in_the_target_are_refused(tmp_path, tokenizer):
+    from minigrad.nn import Parameter
+    from nanochat.interop.hf import write_hf
+    from nanochat.interop.native import write_native
+    model = GPT(small_config(tokenizer))
+    model.resid_lambdas = Parameter(np.ones(2, np.float32))  # as nanochat's 2026 architecture adds
+    with pytest.raises(ValueError, match="no place for: resid_lambdas"):
+        write_hf(tmp_path, model, tokenizer)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no fields for window_pattern"):
+        model.config.to_dict = lambda: {**GPTConfig.to_dict(model.config), "window_pattern": "SSSL"}
+        write_native(tmp_path, model, tokenizer, 1)
