@@ -74,11 +74,12 @@ def tokenizer_from_json(path):
     if model.get("type") != "BPE" or len(patterns) != 1 or not any(p.get("type") == "ByteLevel" for p in pretokenizers):
         raise ValueError(f"{path}: only a byte-level BPE with one Split regex (as nanochat's tiktoken "
                          f"tokenizer converts) can be read")
-    try:
-        ranks = {bytes(_CHAR_BYTES[c] for c in token): rank for token, rank in vocab.items()}
+    specials = {t["content"]: t["id"] for t in added}
+    try:  # some conversions list the special tokens in the vocabulary too
+        ranks = {bytes(_CHAR_BYTES[c] for c in token): rank for token, rank in vocab.items()
+                 if rank not in specials.values()}
     except KeyError as e:
         raise ValueError(f"{path}: vocabulary entry with a non byte-level character {e}") from None
-    specials = {t["content"]: t["id"] for t in added}
     expected = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
     if specials != expected:
         raise ValueError(f"{path}: added tokens {specials} are not nanochat's special tokens {expected}")

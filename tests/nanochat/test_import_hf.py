@@ -117,3 +117,15 @@ def test_hf_dir_has_one_model_so_step_is_refused(tmp_path, model, tokenizer):
     directory = hf_dir(tmp_path / "hf", model, tokenizer)
     with pytest.raises(ValueError, match="drop --step"):
         read_any(directory, step=3)
+
+
+def test_tokenizer_json_listing_special_tokens_in_its_vocab_is_read(tmp_path, tokenizer):
+    from nanochat.interop.hf_tokenizer import tokenizer_from_json, tokenizer_json
+    doc = tokenizer_json(tokenizer)
+    doc["model"]["vocab"].update(tokenizer.special_tokens)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
+    assert tokenizer_from_json(tmp_path / "tokenizer.json").encode("hello 日本") == tokenizer.encode("hello 日本")
+    doc["added_tokens"] = doc["added_tokens"][:-1]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not nanochat's special tokens"):
+        tokenizer_from_json(tmp_path / "tokenizer.json")
