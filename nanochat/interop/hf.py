@@ -56,7 +56,8 @@ def read_hf(directory):
 
 
 def config_from_hf(hf, where):
-    """GPTConfig fields from a NanoChatConfig's JSON; what the model cannot run is refused."""
+    """GPTConfig fields from a NanoChatConfig's JSON (an absent field has NanoChatConfig's default);
+    what the model cannot run is refused."""
     if hf.get("model_type") != "nanochat":
         raise ValueError(f"{where}: model_type is {hf.get('model_type')!r}, this code reads 'nanochat'")
     try:
@@ -65,14 +66,14 @@ def config_from_hf(hf, where):
         config = dict(sequence_len=hf["max_position_embeddings"], vocab_size=hf["vocab_size"],
                       n_layer=hf["num_hidden_layers"], n_head=n_head,
                       n_kv_head=hf.get("num_key_value_heads") or n_head, n_embd=n_embd,
-                      rope_base=float(rope["rope_theta"]), softcap=hf.get("final_logit_softcapping"),
+                      rope_base=float(rope["rope_theta"]), softcap=hf.get("final_logit_softcapping", 15.0),
                       norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
                       tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{where}: missing or malformed field ({type(e).__name__}: {e})") from None
     unsupported = {
         "hidden_act": (hf.get("hidden_act", "relu2"), "relu2"),
-        "intermediate_size": (hf.get("intermediate_size"), 4 * n_embd),
+        "intermediate_size": (hf.get("intermediate_size", 8192), 4 * n_embd),
         "attention_bias": (hf.get("attention_bias", False), False),
         "rope_type": (rope.get("rope_type", rope.get("type", "default")), "default"),
         "head_dim": (hf.get("head_dim") or n_embd // n_head, n_embd // n_head),
