@@ -105,7 +105,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temp dir)")
+    p.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temp dir); "
+                   "rerunning with the same folder reuses its checkpoint and times the chats only")
     p.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.step:  # one step in this fresh process; its result is the last line of stdout
@@ -118,11 +119,14 @@ def main():
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_interop."))
     (work / "native").mkdir(parents=True, exist_ok=True)
-    made = subprocess_step("make", work / "native")
-    print(f"d20-shaped checkpoint: {made['parameters']:,} parameters, "
-          f"{(work / 'native' / 'model_000000.pt').stat().st_size / 2**30:.2f} GiB")
-    imported = subprocess_step("import", work / "native", work / "ours")
-    print(f"import: {imported['seconds']:.1f} s, peak RSS {imported['peak_rss_mb']:.0f} MB")
+    if (work / "ours").is_dir():  # a --keep folder from an earlier run: time the chats only
+        print(f"reusing {work}: the checkpoint and its import from an earlier run")
+    else:
+        made = subprocess_step("make", work / "native")
+        print(f"d20-shaped checkpoint: {made['parameters']:,} parameters, "
+              f"{(work / 'native' / 'model_000000.pt').stat().st_size / 2**30:.2f} GiB")
+        imported = subprocess_step("import", work / "native", work / "ours")
+        print(f"import: {imported['seconds']:.1f} s, peak RSS {imported['peak_rss_mb']:.0f} MB")
 
     runs = {"float32": [], "bfloat16": []}
     for _ in range(args.rounds):

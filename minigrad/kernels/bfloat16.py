@@ -4,18 +4,19 @@ float32. Half the memory and half the weight traffic of float32; a decoding step
 every weight once per token, is bound by that traffic.
 
 `linear_bf16(x, w)` is x (..., K) float32 @ w (N, K) bfloat16 .T -> (..., N) float32:
-- a few rows (decoding): one pass over w, rows of w split over numba's threads, each output a
-  float32 dot product of x with the widened row;
+- a few rows (decoding): one pass over w, rows of w split over numba's threads, each weight widened
+  in a register (shift and bit-cast) on its way into a float32 dot product;
 - many rows (a prompt's prefill): w is widened a band of rows at a time into a float32 scratch
   buffer and multiplied by BLAS, so no float32 copy of the whole weight ever exists.
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import blas
 
 GEMV_MAX_ROWS = 4  # up to this many rows of x, one streaming pass over w beats widening it for BLAS
-GEMV_BAND_ROWS = 16  # rows of w per task in the few-rows path
 BAND_ROWS = 256  # rows of w widened per BLAS call in the many-rows path (256 x 4096 floats = 4 MB)
 
 
@@ -50,25 +51,32 @@ def linear_bf16_reference(x, w):
     return np.matmul(x, bfloat16_to_float32(w).T)
 
 
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret a uint32 as the float32 with the same bits (NumPy's .view for one scalar)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@njit(cache=True, inline="always")
+def _widen(u16):
+    return _bits_to_float32(np.uint32(u16) << np.uint32(16))
+
+
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _gemv_bf16(x, w, out, band):
-    """out (M, N) = x (M, K) @ widen(w (N, K)).T for a few rows of x, bands of rows of w over the
-    threads, each band widened once into a small scratch buffer. reassoc lets LLVM vectorise the
-    float32 sums; NaN and inf behave as without fastmath."""
+def _gemv_bf16(x, w, out):
+    """out (M, N) = x (M, K) @ widen(w (N, K)).T for a few rows of x: rows of w over the threads, each
+    read once and widened in registers. reassoc lets LLVM vectorise the float32 sums; NaN and inf
+    behave as without fastmath."""
     m, k = x.shape
     n = w.shape[0]
-    n_bands = (n + band - 1) // band
-    for b in prange(n_bands):
-        s = b * band
-        e = min(n, s + band)
-        scratch = np.empty((e - s, k), np.float32)
-        scratch.view(np.uint32)[:] = w[s:e].astype(np.uint32) << np.uint32(16)
-        for j in range(e - s):
-            for i in range(m):
-                acc = np.float32(0.0)
-                for t in range(k):
-                    acc += x[i, t] * scratch[j, t]
-                out[i, s + j] = acc
+    for j in prange(n):
+        for i in range(m):
+            acc = np.float32(0.0)
+            for t in range(k):
+                acc += x[i, t] * _widen(w[j, t])
+            out[i, j] = acc
 
 
 @njit(cache=True, parallel=True)
@@ -98,7 +106,7 @@ def linear_bf16(x, w):
         return out.reshape(lead + (w.shape[0],))
     address = blas.ADDRESS.get(("gemm", np.dtype(np.float32)))
     if x2.shape[0] <= GEMV_MAX_ROWS or address is None:
-        _gemv_bf16(x2, w, out, GEMV_BAND_ROWS)
+        _gemv_bf16(x2, w, out)
     else:
         _gemm_bf16(address, x2, w, out, BAND_ROWS)
     return out.reshape(lead + (w.shape[0],))
