@@ -7,6 +7,7 @@ model's logits (|logits| <= softcap 15; bfloat16 keeps 8 significant bits, a rel
 """
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
 import minigrad
@@ -15,7 +16,6 @@ from minigrad.kernels.bfloat16 import (GEMV_MAX_ROWS, bfloat16_to_float32, float
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.interop.bfloat16 import Bfloat16Linear, cast_to_bfloat16
 
-torch = pytest.importorskip("torch")
 
 
 def torch_bits(x):

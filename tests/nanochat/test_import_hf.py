@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import torch
+import transformers  # noqa: F401  (the tests need it; dev installs it)
 
 from interop_fixtures import hf_dir, hf_model, our_logits, small_config, small_tokenizer, torch_logits
 from nanochat.cli import main

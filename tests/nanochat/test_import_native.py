@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tiktoken
 
-torch = pytest.importorskip("torch")
+import torch
 
 from interop_fixtures import TEXT, native_checkpoint, our_logits, small_config, small_tokenizer, torch_logits
 from nanochat.cli import main
