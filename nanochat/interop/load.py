@@ -40,8 +40,8 @@ def detect_format(src):
 def load_any(src, dtype="float32", step=None, tokenizer_dir=None):
     """(model, tokenizer) from any supported checkpoint directory; dtype "bfloat16" keeps the
     weights as bfloat16 (inference only). `step` picks a step in a step-numbered format."""
+    check_dtype(dtype)  # before the slow part
     model, tokenizer, _ = read_any(src, step=step, tokenizer_dir=tokenizer_dir)
-    check_dtype(dtype)
     if dtype == "bfloat16":
         cast_to_bfloat16(model)
     return model, tokenizer

@@ -146,3 +146,9 @@ def test_sample_command_runs_in_bfloat16(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse rejects an unknown dtype
         main(args + ["--dtype", "float16"])
     assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
+def test_unknown_dtype_is_refused_before_loading(tmp_path):
+    from nanochat.interop import load_any
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16"):
+        load_any(tmp_path / "not-even-there", dtype="float16")
