@@ -10,12 +10,15 @@ import sys
 import numpy as np
 
 from nanochat.engine import Engine
+from nanochat.interop.commands import add_dtype_arg
 
 
 def register(sub):
     p = sub.add_parser("chat", help="chat with a checkpoint (REPL, pipe or -p)", allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train) (required)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint directory: ours (sft, train), PyTorch nanochat's or Hugging Face's (required)")
     p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
+    add_dtype_arg(p)
     p.add_argument("-p", "--prompt", default=None,
                    help="answer this one message and exit (default: read messages from stdin)")
     p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy (default %(default)s)")
@@ -26,7 +29,7 @@ def register(sub):
 
 
 def cmd_chat(args):
-    from nanochat.cli import load_model_and_tokenizer  # cli imports this module to register the command
+    from nanochat.interop import load_any
 
     if not args.temperature >= 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
@@ -35,7 +38,7 @@ def cmd_chat(args):
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.prompt is None and sys.stdin is None:  # started with stdin closed (<&-)
         raise ValueError("standard input is closed: pass -p PROMPT, or pipe messages in")
-    model, tokenizer, _ = load_model_and_tokenizer(args.checkpoint, args.step)
+    model, tokenizer = load_any(args.checkpoint, args.dtype, args.step)
     engine = Engine(model, tokenizer)
     seeds = np.random.default_rng(args.seed)  # one seed per reply: a fixed --seed replays the session
     sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k)

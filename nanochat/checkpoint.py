@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import minigrad
+from minigrad import nn
 from minigrad.serialization import load_header, write_atomic
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.sizing import check_fits_in_memory
@@ -95,7 +96,8 @@ def load_checkpoint(directory, step=None, training=False):
     _check_weights_match_config(load_header(model_path), config, model_path)
     check_fits_in_memory(config, training=training)
 
-    model = GPT(config)
+    with nn.skip_init():  # every weight is loaded below (strict), so drawing random ones is wasted time
+        model = GPT(config)
     try:
         model.load_state_dict(minigrad.load(model_path), strict=True)
     except ValueError as e:

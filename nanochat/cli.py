@@ -15,6 +15,7 @@ from nanochat.serve import cli as serve_cli
 from nanochat.chat_cli import print_stream
 from nanochat.checkpoint import latest_step, load_checkpoint, saved_steps
 from nanochat.gpt import GPT
+from nanochat.interop import commands as interop_commands, load_any
 from nanochat.dataloader import DataLoader, load_text, split_train_val
 from nanochat.run_options import Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
 from nanochat.sizing import check_fits_in_memory
@@ -211,7 +212,7 @@ def load_model_and_tokenizer(directory, step=None):
 
 
 def cmd_sample(args):
-    model, tokenizer, _ = load_model_and_tokenizer(args.checkpoint, args.step)
+    model, tokenizer = load_any(args.checkpoint, args.dtype, args.step)
     prompt = [tokenizer.bos_token_id] + tokenizer.encode(args.prompt)
     sys.stdout.write(args.prompt)
     stream_sample(model, tokenizer, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -234,8 +235,10 @@ def build_parser():
     train.set_defaults(run=cmd_train)
 
     sample = sub.add_parser("sample", help="stream text from a checkpoint", allow_abbrev=False)
-    sample.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by train) (required)")
+    sample.add_argument("--checkpoint", required=True,
+                        help="a checkpoint directory: ours, PyTorch nanochat's or Hugging Face's (required)")
     sample.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
+    interop_commands.add_dtype_arg(sample)
     sample.add_argument("--prompt", default="", help="text to continue (default: empty, start from <|bos|>)")
     sample.add_argument("--max-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
     sample.add_argument("--temperature", type=float, default=0.8, help="0 for greedy (default %(default)s)")
@@ -247,6 +250,7 @@ def build_parser():
     sft.register(sub)
     chat_cli.register(sub)
     serve_cli.register(sub)
+    interop_commands.register(sub)
     return parser
 
 

@@ -34,6 +34,7 @@ class GPTConfig:
     n_embd: int = 768
     rope_base: float = 10000.0
     softcap: float = 15.0
+    norm_eps: float = 1.1920928955078125e-07  # RMSNorm's eps: float32's machine epsilon, F.rms_norm's default
 
     def __post_init__(self):
         for f in fields(self):
@@ -64,9 +65,9 @@ class GPTConfig:
         return cls(**d)
 
 
-def norm(x):
+def norm(x, eps=None):
     # purely functional RMSNorm, no learnable parameters
-    return F.rms_norm(x)
+    return F.rms_norm(x, eps=eps)
 
 
 def apply_rotary_emb(x, cos, sin):
@@ -80,6 +81,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.eps = config.norm_eps
         self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
         self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
@@ -96,7 +98,7 @@ class CausalSelfAttention(nn.Module):
         # rotary embeddings on queries and keys give relative positions; then QK norm
         cos, sin = cos_sin
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
-        q, k = norm(q), norm(k)
+        q, k = norm(q, self.eps), norm(k, self.eps)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
 
         # the KV cache appends this step's keys and values after the cached ones
@@ -141,10 +143,11 @@ class Block(nn.Module):
     def __init__(self, config, layer_idx):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
+        self.eps = config.norm_eps
 
     def forward(self, x, cos_sin, kv_cache):
-        x = x + self.attn(norm(x), cos_sin, kv_cache)
-        x = x + self.mlp(norm(x))
+        x = x + self.attn(norm(x, self.eps), cos_sin, kv_cache)
+        x = x + self.mlp(norm(x, self.eps))
         return x
 
 
@@ -159,7 +162,8 @@ class GPT(nn.Module):
         # rotary tables for 10x the training length, so generation can run past it; plain arrays, not state
         self.rotary_seq_len = config.sequence_len * 10
         self.cos, self.sin = precompute_rotary_embeddings(self.rotary_seq_len, config.head_dim, config.rope_base)
-        self.init_weights(seed)
+        if not nn.init_skipped():  # under nn.skip_init() a loader fills in every weight
+            self.init_weights(seed)
 
     def init_weights(self, seed=0):
         rng = np.random.default_rng(seed)
@@ -215,10 +219,10 @@ class GPT(nn.Module):
 
         # the trunk of the transformer
         x = self.transformer["wte"](idx)  # (B, T) -> (B, T, C)
-        x = norm(x)
+        x = norm(x, self.config.norm_eps)
         for block in self.transformer["h"]:
             x = block(x, cos_sin, kv_cache)
-        x = norm(x)
+        x = norm(x, self.config.norm_eps)
         if kv_cache is not None:
             kv_cache.advance(T)
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from nanochat.gpt import GPTConfig, precompute_rotary_embeddings
 
 
-def norm(x):
-    return F.rms_norm(x, (x.size(-1),))
+def norm(x, eps=None):
+    return F.rms_norm(x, (x.size(-1),), eps=eps)
 
 
 def apply_rotary_emb(x, cos, sin):
@@ -29,6 +29,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.eps = config.norm_eps
         self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
         self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
@@ -41,7 +42,7 @@ class CausalSelfAttention(nn.Module):
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
         cos, sin = cos_sin
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
-        q, k = norm(q), norm(k)
+        q, k = norm(q, self.eps), norm(k, self.eps)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)
@@ -72,10 +73,11 @@ class Block(nn.Module):
         super().__init__()
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
+        self.eps = config.norm_eps
 
     def forward(self, x, cos_sin, kv_cache=None):
-        x = x + self.attn(norm(x), cos_sin, kv_cache)
-        return x + self.mlp(norm(x))
+        x = x + self.attn(norm(x, self.eps), cos_sin, kv_cache)
+        return x + self.mlp(norm(x, self.eps))
 
 
 class TorchGPT(nn.Module):
@@ -95,10 +97,11 @@ class TorchGPT(nn.Module):
         B, T = idx.size()
         T0 = 0 if kv_cache is None else kv_cache.pos
         cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
-        x = norm(self.transformer.wte(idx))
+        eps = self.config.norm_eps
+        x = norm(self.transformer.wte(idx), eps)
         for block in self.transformer.h:
             x = block(x, cos_sin, kv_cache)
-        x = norm(x)
+        x = norm(x, eps)
         if kv_cache is not None:
             kv_cache.pos += T
         softcap = self.config.softcap

@@ -1,4 +1,6 @@
 """Layers with parameters, initialised as PyTorch initialises them."""
+import contextlib
+
 import numpy as np
 
 from minigrad._creation import default_generator
@@ -6,12 +8,36 @@ from minigrad.nn import functional as F
 from minigrad.nn.module import Buffer, Module, Parameter
 
 
+_skipping_init = False
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Layers built inside allocate their parameters without drawing values (as torch's meta device
+    spares them), for a caller that overwrites every one with loaded weights: drawing half a billion
+    random numbers takes longer than reading them from disk."""
+    global _skipping_init
+    previous, _skipping_init = _skipping_init, True
+    try:
+        yield
+    finally:
+        _skipping_init = previous
+
+
+def init_skipped():
+    return _skipping_init
+
+
+def _uniform(rng, bound, shape, dtype):
+    return np.empty(shape, dtype) if _skipping_init else rng.uniform(-bound, bound, shape).astype(dtype)
+
+
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, generator=None):
         rng, bound = generator or default_generator(), 1 / np.sqrt(in_features)
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
-        self.bias = Parameter(rng.uniform(-bound, bound, out_features).astype(dtype)) if bias else None
+        self.weight = Parameter(_uniform(rng, bound, (out_features, in_features), dtype))
+        self.bias = Parameter(_uniform(rng, bound, out_features, dtype)) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -19,8 +45,8 @@ class Linear(Module):
 
 class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, generator=None):
-        rng = generator or default_generator()
-        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype))
+        rng, shape = generator or default_generator(), (num_embeddings, embedding_dim)
+        self.weight = Parameter(np.empty(shape, dtype) if _skipping_init else rng.standard_normal(shape).astype(dtype))
 
     def forward(self, idx):
         return F.embedding(idx, self.weight)

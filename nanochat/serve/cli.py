@@ -3,14 +3,19 @@ import socket
 import sys
 from pathlib import Path
 
+from nanochat.interop import load_any
+from nanochat.interop.commands import add_dtype_arg
+
 SWITCH_INTERVAL_S = 0.0005
 
 
 def register(sub):
     p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API and a chat page",
                        allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (as written by sft or train) (required)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint directory: ours (sft, train), PyTorch nanochat's or Hugging Face's (required)")
     p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
+    add_dtype_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes (default: no key)")
@@ -22,8 +27,6 @@ def register(sub):
 
 
 def cmd_serve(args):
-    from nanochat.cli import load_model_and_tokenizer  # cli imports this module to register the command
-
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     for name in ("max_batch", "max_queue"):
@@ -37,7 +40,7 @@ def cmd_serve(args):
         from nanochat.serve.app import Server, create_app
     except ImportError as e:
         raise ValueError(f"serving needs the 'serve' extra (pip install 'minigrad-nanochat[serve]'): {e}") from None
-    model, tokenizer, _ = load_model_and_tokenizer(args.checkpoint, args.step)
+    model, tokenizer = load_any(args.checkpoint, args.dtype, args.step)
     model_id = args.model_name or Path(args.checkpoint).resolve().name
     server = Server(model, tokenizer, model_id, api_key=args.api_key, max_batch=args.max_batch,
                     max_queue=args.max_queue)

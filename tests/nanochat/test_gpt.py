@@ -41,12 +41,12 @@ def expected_layout(cfg):
 def test_config_defaults_are_nanochats():
     cfg = GPTConfig()
     assert cfg.to_dict() == dict(sequence_len=1024, vocab_size=50304, n_layer=12, n_head=6, n_kv_head=6,
-                                 n_embd=768, rope_base=10000.0, softcap=15.0)
+                                 n_embd=768, rope_base=10000.0, softcap=15.0, norm_eps=float(np.finfo(np.float32).eps))
     assert cfg.head_dim == 128
 
 
 @pytest.mark.parametrize("field", ["sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd",
-                                   "rope_base", "softcap"])
+                                   "rope_base", "softcap", "norm_eps"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_config_rejects_non_positive(field, value):
     with pytest.raises(ValueError, match=field):
