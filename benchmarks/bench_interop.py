@@ -68,7 +68,7 @@ def make(directory):
 
 
 def run_import(src, out):
-    from nanochat.cli import main
+    from nanochat.commands import main
     t0 = time.perf_counter()
     if main(["import", str(src), "--out", str(out)]) != 0:
         raise SystemExit("import failed")

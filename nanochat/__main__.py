@@ -1,5 +1,5 @@
 import sys
 
-from nanochat.cli import main
+from nanochat.commands import main
 
 sys.exit(main())

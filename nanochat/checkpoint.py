@@ -24,6 +24,7 @@ from minigrad import nn
 from minigrad.serialization import load_header, write_atomic
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.sizing import check_fits_in_memory
+from nanochat.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 RESERVED_META = ("step", "config", "loss", "lr", "format_version", "files")
@@ -225,3 +226,16 @@ def _sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_model_and_tokenizer(directory, step=None):
+    """(model, tokenizer, meta) of a checkpoint directory written by `nanochat train` or `sft`."""
+    model, meta, _ = load_checkpoint(directory, step)
+    tokenizer = Tokenizer.load(directory)
+    check_vocab(tokenizer, model.config)
+    return model, tokenizer, meta
+
+
+def check_vocab(tokenizer, config):
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model expects {config.vocab_size}")

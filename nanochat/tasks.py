@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from nanochat.dataloader import load_text
+
 TASK_NAMES = ("spell", "count", "reverse", "add")
 HELD_OUT_FRACTION = 5  # one question in 5 is held out
 MAX_ADDEND = 20
@@ -25,8 +27,6 @@ N_WORDS = 600
 @lru_cache(maxsize=1)
 def word_list():
     """The most common lowercase alphabetic words of 3-7 letters in the bundled corpus."""
-    from nanochat.dataloader import load_text
-
     counts = Counter(re.findall(r"(?<![\w.])[a-z]{3,7}(?![\w.])", load_text()))
     # sort by count then alphabetically, so the list is the same on every machine
     return tuple(w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:N_WORDS])

@@ -134,7 +134,7 @@ def test_bfloat16_model_refuses_training():
 
 def test_sample_command_runs_in_bfloat16(tmp_path, capsys):
     from nanochat.checkpoint import save_checkpoint
-    from nanochat.cli import main
+    from nanochat.commands import main
     from nanochat.tokenizer import Tokenizer
     tokenizer = Tokenizer.train(["hello world " * 50], 300)
     model = GPT(GPTConfig(sequence_len=32, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))

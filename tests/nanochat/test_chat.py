@@ -68,7 +68,7 @@ def test_ctrl_c_while_waiting_for_input_exits_zero(checkpoint):
     (["--max-tokens", "0"], "--max-tokens must be positive"),
 ])
 def test_bad_arguments_give_one_line_errors(checkpoint, capsys, args, message):
-    from nanochat.cli import main
+    from nanochat.commands import main
     assert main(["chat", "--checkpoint", str(checkpoint), "-p", "hi", *args]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err

@@ -19,7 +19,7 @@ import pytest
 
 import minigrad
 from nanochat.checkpoint import latest_step, load_checkpoint
-from nanochat.cli import main
+from nanochat.commands import main
 from nanochat.tokenizer import Tokenizer
 
 TINY = ["--depth", "1", "--n-embd", "32", "--n-head", "2", "--vocab-size", "300",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nanochat.cli import build_parser, main
+from nanochat.commands import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 

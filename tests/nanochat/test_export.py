@@ -10,7 +10,7 @@ import transformers
 
 from interop_fixtures import TEXT, our_logits, small_config, small_tokenizer, torch_logits
 from nanochat.checkpoint import save_checkpoint
-from nanochat.cli import main
+from nanochat.commands import main
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.interop import load_any
 from nanochat.torch_gpt import TorchGPT

@@ -19,7 +19,7 @@ import pytest
 
 import minigrad
 from nanochat.checkpoint import latest_step, load_checkpoint
-from nanochat.cli import main
+from nanochat.commands import main
 from nanochat.sft import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import torch
 import transformers  # noqa: F401  (the tests need it; dev installs it)
 
 from interop_fixtures import hf_dir, hf_model, our_logits, small_config, small_tokenizer, torch_logits
-from nanochat.cli import main
+from nanochat.commands import main
 from nanochat.interop import load_any, read_any
 
 

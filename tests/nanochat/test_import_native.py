@@ -10,7 +10,7 @@ import tiktoken
 import torch
 
 from interop_fixtures import TEXT, native_checkpoint, our_logits, small_config, small_tokenizer, torch_logits
-from nanochat.cli import main
+from nanochat.commands import main
 from nanochat.interop import load_any, read_any
 from nanochat.interop.safe_pickle import UnsafePickleError, load_tokenizer_pickle
 from nanochat.torch_gpt import TorchKVCache

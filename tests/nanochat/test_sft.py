@@ -10,7 +10,8 @@ import pytest
 import minigrad
 from minigrad import Tensor
 from nanochat.checkpoint import load_checkpoint, save_checkpoint
-from nanochat.cli import load_model_and_tokenizer, main
+from nanochat.checkpoint import load_model_and_tokenizer
+from nanochat.commands import main
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.sft import SFTLoader, collate, render_rows
 

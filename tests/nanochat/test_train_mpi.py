@@ -155,7 +155,7 @@ def test_sft_on_two_ranks(data, tmp_path):
 FAILING_RANK = r'''
 import sys
 from minigrad import distributed
-from nanochat import cli, dataloader
+from nanochat import commands, dataloader
 
 if distributed.init().rank == 1:  # rank 1's data breaks at its 3rd batch, rank 0's does not
     real, calls = dataloader.DataLoader.next_batch, []
@@ -165,7 +165,7 @@ if distributed.init().rank == 1:  # rank 1's data breaks at its 3rd batch, rank 
             raise ValueError("simulated bad batch")
         return real(self)
     dataloader.DataLoader.next_batch = next_batch
-sys.exit(cli.main())
+sys.exit(commands.main())
 '''
 
 

@@ -3,8 +3,8 @@ import socket
 import sys
 from pathlib import Path
 
+from nanochat.commands.options import add_dtype_arg
 from nanochat.interop import load_any
-from nanochat.interop.commands import add_dtype_arg
 
 SWITCH_INTERVAL_S = 0.0005
 

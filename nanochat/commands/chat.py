@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 
+from nanochat.commands.options import add_dtype_arg
+from nanochat.commands.sample import print_stream
 from nanochat.engine import Engine
-from nanochat.interop.commands import add_dtype_arg
+from nanochat.interop import load_any
 
 
 def register(sub):
@@ -29,8 +31,6 @@ def register(sub):
 
 
 def cmd_chat(args):
-    from nanochat.interop import load_any
-
     if not args.temperature >= 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     for name in ("top_k", "max_tokens"):
@@ -82,18 +82,6 @@ def cmd_chat(args):
     if interactive:
         print()
     return 0
-
-
-def print_stream(pieces):
-    """Write text pieces as they come, then a newline; returns the whole text."""
-    text = []
-    for piece in pieces:
-        text.append(piece)
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()
-    return "".join(text)
 
 
 def stream_reply(engine, messages, **sampling):

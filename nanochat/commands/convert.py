@@ -4,7 +4,6 @@ conversion has succeeded."""
 from nanochat.checkpoint import save_checkpoint
 from nanochat.interop.hf import write_hf
 from nanochat.interop.load import read_any, write_dir_atomic
-from nanochat.interop.bfloat16 import DTYPES
 from nanochat.interop.native import write_native
 
 
@@ -25,12 +24,6 @@ def register(sub):
     p.add_argument("--out", required=True, help="new output directory, which must not exist or be empty (required)")
     p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
     p.set_defaults(run=cmd_export)
-
-
-def add_dtype_arg(p):
-    """--dtype for the commands that run a model (sample, chat, serve)."""
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="weights in memory: bfloat16 halves them, arithmetic stays float32 (default %(default)s)")
 
 
 def cmd_import(args):

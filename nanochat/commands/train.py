@@ -1,26 +1,21 @@
-"""The `nanochat` command: train, sample (and the chat commands registered by nanochat.chat_cli).
-
-Bad input ends with a one-line error and exit status 1, never a traceback."""
+"""`nanochat train`: train a GPT from scratch (or --resume): tokenizer, data, model, nanochat.train.fit,
+then the loss curve and a sample."""
 import argparse
-import errno
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from minigrad.distributed import DataParallel
-from nanochat import chat_cli, parallel, sft
-from nanochat.serve import cli as serve_cli
-from nanochat.chat_cli import print_stream
-from nanochat.checkpoint import latest_step, load_checkpoint, saved_steps
-from nanochat.gpt import GPT
-from nanochat.interop import commands as interop_commands, load_any
+from nanochat import parallel
+from nanochat.checkpoint import check_vocab, latest_step, saved_steps
+from nanochat.commands.options import (Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types,
+                                       resume_checkpoint)
+from nanochat.commands.sample import stream_sample
 from nanochat.dataloader import DataLoader, load_text, split_train_val
-from nanochat.run_options import Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types, resume_checkpoint
+from nanochat.gpt import GPT
 from nanochat.sizing import check_fits_in_memory
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import TrainingError, config_for_depth, fit, plot_losses, resume
+from nanochat.train import config_for_depth, fit, plot_losses, resume
 
 TRAIN_DEFAULTS = dict(
     data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
@@ -60,7 +55,8 @@ def _check_train_args(hp):
 TRAIN_HP = Hyperparameters(TRAIN_DEFAULTS, FIXED_ON_RESUME, _check_train_args)
 
 
-def add_train_args(p):
+def register(sub):
+    p = sub.add_parser("train", help="train a GPT from scratch (or --resume)", allow_abbrev=False)
     S = argparse.SUPPRESS  # absent options stay absent, so resume can tell given from default
     d = TRAIN_DEFAULTS
     p.add_argument("--data", default=S, help="a text file or a folder of .txt files (default: CPython's bundled docs)")
@@ -89,6 +85,7 @@ def add_train_args(p):
     p.add_argument("--save-every", type=int, default=S, help=f"steps between checkpoints (default {d['save_every']})")
     add_checkpoint_args(p)
     p.add_argument("--sample-tokens", type=int, default=120, help="tokens to sample at the end (default %(default)s)")
+    p.set_defaults(run=cmd_train)
 
 
 def val_batches(tokens, batch_size, seq_len, max_batches):
@@ -197,104 +194,3 @@ def unigram_loss(train_tokens, val_tokens):
     vocab = int(max(train_tokens.max(), val_tokens.max())) + 1
     counts = np.bincount(train_tokens, minlength=vocab) + 1.0
     return float(-np.log(counts[val_tokens] / counts.sum()).mean())
-
-
-def stream_sample(model, tokenizer, prompt_ids, max_tokens, **sampling):
-    """Print the continuation as it is generated."""
-    print_stream(tokenizer.decode_stream(model.generate(prompt_ids, max_tokens, **sampling)))
-
-
-def load_model_and_tokenizer(directory, step=None):
-    model, meta, _ = load_checkpoint(directory, step)
-    tokenizer = Tokenizer.load(directory)
-    check_vocab(tokenizer, model.config)
-    return model, tokenizer, meta
-
-
-def cmd_sample(args):
-    model, tokenizer = load_any(args.checkpoint, args.dtype, args.step)
-    prompt = [tokenizer.bos_token_id] + tokenizer.encode(args.prompt)
-    sys.stdout.write(args.prompt)
-    stream_sample(model, tokenizer, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                  top_p=args.top_p, seed=args.seed)
-    return 0
-
-
-def check_vocab(tokenizer, config):
-    if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model expects {config.vocab_size}")
-
-
-def build_parser():
-    # allow_abbrev=False: a mistyped --step must not silently mean --steps
-    parser = argparse.ArgumentParser(prog="nanochat", allow_abbrev=False,
-                                     description="Train, sample from and chat with a nanochat GPT on minigrad.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a GPT from scratch (or --resume)", allow_abbrev=False)
-    add_train_args(train)
-    train.set_defaults(run=cmd_train)
-
-    sample = sub.add_parser("sample", help="stream text from a checkpoint", allow_abbrev=False)
-    sample.add_argument("--checkpoint", required=True,
-                        help="a checkpoint directory: ours, PyTorch nanochat's or Hugging Face's (required)")
-    sample.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
-    interop_commands.add_dtype_arg(sample)
-    sample.add_argument("--prompt", default="", help="text to continue (default: empty, start from <|bos|>)")
-    sample.add_argument("--max-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
-    sample.add_argument("--temperature", type=float, default=0.8, help="0 for greedy (default %(default)s)")
-    sample.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens (default: all)")
-    sample.add_argument("--top-p", type=float, default=None,
-                        help="sample from the smallest set of tokens whose probability reaches p (default: off)")
-    sample.add_argument("--seed", type=int, default=None, help="seed for sampling (default: random)")
-    sample.set_defaults(run=cmd_sample)
-    sft.register(sub)
-    chat_cli.register(sub)
-    serve_cli.register(sub)
-    interop_commands.register(sub)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    name = f"nanochat {args.command}"
-    if sys.stdout is None:  # started with stdout closed (>&-)
-        print(f"{name}: error: standard output is closed", file=sys.stderr)
-        return 1
-    try:
-        status = args.run(args)
-        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at interpreter exit
-        return status
-    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
-        _discard_stdout()
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
-    except (ValueError, OSError, RecursionError, TrainingError) as e:
-        return parallel.report_error(f"{name}: error: {_one_line(e)}")
-    except KeyboardInterrupt:
-        return parallel.report_error("\ninterrupted", 130)
-
-
-def _one_line(e):
-    if isinstance(e, OSError) and e.strerror:
-        if e.filename:
-            return f"{e.filename}: {e.strerror}"
-        # every file this package writes names itself in its errors, so a nameless write error is stdout's
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EBADF, errno.EIO):
-            _discard_stdout()
-            return f"cannot write to standard output: {e.strerror}"
-        return e.strerror
-    if isinstance(e, RecursionError):
-        return "input nested too deeply"
-    return " ".join(str(e).split())  # one line, however the message was wrapped
-
-
-def _discard_stdout():
-    """Point stdout at /dev/null so the interpreter's last flush of what is still buffered cannot
-    fail again with a traceback."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # not a real file (a test's StringIO)
-        pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,12 @@
-"""Options and checks shared by the commands that train (`nanochat train` and `nanochat sft`):
-their hyperparameters (defaults, resume, checks), resuming (from the latest or a chosen step),
-pruning old checkpoints, and option types."""
+"""Options and checks shared by several commands: for those that train (`train`, `sft`), their
+hyperparameters (defaults, resume, checks), resuming (from the latest or a chosen step), pruning
+old checkpoints and option types; for those that run a model (`sample`, `chat`, `serve`), --dtype."""
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 from nanochat.checkpoint import delete_checkpoint, load_checkpoint, saved_steps
+from nanochat.interop.bfloat16 import DTYPES
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,9 @@ def resume_checkpoint(out, step, args_key, other_command):
         print(f"moved the checkpoints of steps {', '.join(map(str, newer))} (newer than --resume-step) "
               f"to {out / 'superseded'}")
     return model, meta, optimizer_state
+
+
+def add_dtype_arg(p):
+    """--dtype for the commands that run a model (sample, chat, serve)."""
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="weights in memory: bfloat16 halves them, arithmetic stays float32 (default %(default)s)")
