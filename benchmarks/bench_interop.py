@@ -76,14 +76,14 @@ def run_import(src, out):
 
 
 def chat(checkpoint, dtype, tokens):
-    from nanochat.engine import Engine
+    from nanochat.engine import Engine, generate
     from nanochat.interop import load_any
     t0 = time.perf_counter()
     model, tokenizer = load_any(checkpoint, dtype)
     load_s = time.perf_counter() - t0
     rss_loaded = rss_mb("VmRSS")
     ids = Engine(model, tokenizer).fit_context([{"role": "user", "content": "Why is the sky blue?"}])[0]
-    stream = model.generate(ids, tokens, temperature=0)  # no stop tokens: always `tokens` tokens
+    stream = generate(model, ids, tokens, temperature=0)  # no stop tokens: always `tokens` tokens
     t1 = time.perf_counter()
     first = next(stream)  # the prefill and the first token
     t2 = time.perf_counter()

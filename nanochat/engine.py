@@ -1,11 +1,11 @@
-"""Inference machinery: the KV caches, next-token sampling, chat turns (Engine) and continuous
-batching of many requests (BatchedEngine)."""
+"""Inference: the KV caches, next-token sampling, generation from a prompt (prefill once, then
+decode through the cache, one or several samples), chat turns (Engine) and continuous batching of
+many requests (BatchedEngine). The model (nanochat/gpt.py) knows nothing of this module."""
 from collections import deque, namedtuple
 
 import numpy as np
 
 import minigrad
-
 from minigrad import Tensor, is_grad_enabled
 from minigrad.kernels import concat
 
@@ -186,6 +186,62 @@ def sample_next_token(logits, rng, temperature=1.0, top_k=None, top_p=None):
     return (cumulative <= draws).sum(axis=-1)
 
 
+def generate(model, tokens, max_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, stop_tokens=(),
+             num_samples=1):
+    """Yield the model's sampled token ids one at a time: an int per step, or with num_samples > 1 a list
+    with one id per continuation (None for a continuation that has hit a stop token).
+    The prompt is prefilled once; each new token is decoded through the KV cache. Each forward runs
+    under no_grad (a no_grad decorator on a generator would only cover creating it, not running it,
+    and a no_grad around the yields would switch gradients off for the caller too)."""
+    tokens = list(tokens)
+    check_generate_args(tokens, max_tokens, temperature, top_k, top_p, num_samples, model.config.vocab_size)
+    if len(tokens) + max_tokens > model.rotary_seq_len:
+        raise ValueError(f"prompt ({len(tokens)}) + max_tokens ({max_tokens}) exceeds the "
+                         f"{model.rotary_seq_len} positions this model can run")
+    if max_tokens == 0:
+        return
+    rng = np.random.default_rng(seed)
+    stop_tokens = set(stop_tokens)
+    cfg = model.config
+    kv_cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=len(tokens) + max_tokens)
+    with minigrad.no_grad():
+        logits = model.forward(np.array([tokens]), kv_cache=kv_cache).data[:, -1, :]  # prefill: (1, V)
+    if num_samples > 1:
+        kv_cache.expand_batch(num_samples)
+        logits = np.repeat(logits, num_samples, axis=0)  # (num_samples, V)
+    done = np.zeros(num_samples, dtype=bool)
+    for step in range(max_tokens):
+        next_ids = sample_next_token(logits, rng, temperature, top_k, top_p)  # (num_samples,)
+        stopped = np.array([t in stop_tokens for t in next_ids.tolist()]) | done
+        if num_samples == 1:
+            if stopped[0]:
+                return
+            yield int(next_ids[0])
+        else:
+            yield [None if s else int(t) for t, s in zip(next_ids, stopped)]
+            if stopped.all():
+                return
+        done = stopped
+        if step + 1 < max_tokens:
+            with minigrad.no_grad():
+                logits = model.forward(next_ids[:, None], kv_cache=kv_cache).data[:, -1, :]
+
+
+def check_generate_args(tokens, max_tokens, temperature, top_k, top_p, num_samples, vocab_size):
+    if not tokens or any(not isinstance(t, (int, np.integer)) or not 0 <= t < vocab_size for t in tokens):
+        raise ValueError(f"tokens must be a non-empty list of ids in [0, {vocab_size})")
+    if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
+        raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+
+
 class Engine:
     """Chat with a model: render a conversation for the next assistant turn, fit it into the
     model's context (dropping the oldest exchanges) and stream the reply's token ids."""
@@ -219,8 +275,8 @@ class Engine:
         """Yield the reply's token ids, stopping before <|assistant_end|> or at the context limit."""
         ids, _ = self.fit_context(messages)
         budget = min(max_tokens, self.model.config.sequence_len - len(ids))
-        yield from self.model.generate(ids, budget, temperature=temperature, top_k=top_k, seed=seed,
-                                       stop_tokens=self.stop_tokens)
+        yield from generate(self.model, ids, budget, temperature=temperature, top_k=top_k, seed=seed,
+                            stop_tokens=self.stop_tokens)
 
     def reply(self, messages, **kwargs):
         return self.tokenizer.decode(list(self.chat(messages, **kwargs)))
@@ -266,8 +322,7 @@ class BatchedEngine:
         self.next_ids = []  # rows[i]'s last sampled token, its input to the next decode
 
     def submit(self, seq):
-        from nanochat.gpt import _check_generate_args  # gpt imports this module
-        _check_generate_args(seq.prompt, seq.max_tokens, seq.temperature, seq.top_k, seq.top_p, 1,
+        check_generate_args(seq.prompt, seq.max_tokens, seq.temperature, seq.top_k, seq.top_p, 1,
                              self.model.config.vocab_size)
         if len(seq.prompt) + seq.max_tokens > self.max_len:
             raise ValueError(f"prompt ({len(seq.prompt)} tokens) + max_tokens ({seq.max_tokens}) exceeds the "

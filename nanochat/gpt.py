@@ -10,18 +10,17 @@ architecture):
 - grouped-query attention (n_kv_head <= n_head)
 - logit softcap
 Differences from the PyTorch original: everything is float32 (nanochat keeps rotary tables and,
-on GPU, activations in bfloat16), and generation lives here as GPT.generate.
+on GPU, activations in bfloat16). This file is the model only: generation (the KV caches,
+sampling, Engine) lives in nanochat/engine.py, as in nanochat.
 """
 import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-import minigrad
 from minigrad import Tensor, nn
 from minigrad.nn import functional as F
 from minigrad.optim import AdamW, Muon
-from nanochat.engine import BatchKVCache, KVCache, sample_next_token
 
 
 @dataclass
@@ -107,8 +106,9 @@ class CausalSelfAttention(nn.Module):
         Tq, Tk = q.shape[2], k.shape[2]  # queries in this forward, keys in total
 
         enable_gqa = self.n_head != self.n_kv_head  # each kv head serves n_head / n_kv_head query heads
-        if isinstance(kv_cache, BatchKVCache):
-            # rows at their own positions (batched serving): each query sees its own row's keys up to itself
+        if kv_cache is not None and np.ndim(kv_cache.pos):
+            # a cache of rows at their own positions (batched serving, engine.BatchKVCache): each query
+            # sees its own row's keys up to itself
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.attn_mask(Tq), enable_gqa=enable_gqa)
         elif kv_cache is None or Tq == Tk:
             # training, or a prefill of an empty cache: plain causal attention
@@ -238,46 +238,6 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=-1,
                                reduction=loss_reduction, softcap=softcap)
 
-    def generate(self, tokens, max_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
-                 stop_tokens=(), num_samples=1):
-        """Yield sampled token ids one at a time: an int per step, or with num_samples > 1 a list
-        with one id per continuation (None for a continuation that has hit a stop token).
-        The prompt is prefilled once; each new token is decoded through the KV cache. Each forward runs
-        under no_grad (a no_grad decorator on a generator would only cover creating it, not running it,
-        and a no_grad around the yields would switch gradients off for the caller too)."""
-        tokens = list(tokens)
-        _check_generate_args(tokens, max_tokens, temperature, top_k, top_p, num_samples, self.config.vocab_size)
-        if len(tokens) + max_tokens > self.rotary_seq_len:
-            raise ValueError(f"prompt ({len(tokens)}) + max_tokens ({max_tokens}) exceeds the "
-                             f"{self.rotary_seq_len} positions this model can run")
-        if max_tokens == 0:
-            return
-        rng = np.random.default_rng(seed)
-        stop_tokens = set(stop_tokens)
-        cfg = self.config
-        kv_cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=len(tokens) + max_tokens)
-        with minigrad.no_grad():
-            logits = self.forward(np.array([tokens]), kv_cache=kv_cache).data[:, -1, :]  # prefill: (1, V)
-        if num_samples > 1:
-            kv_cache.expand_batch(num_samples)
-            logits = np.repeat(logits, num_samples, axis=0)  # (num_samples, V)
-        done = np.zeros(num_samples, dtype=bool)
-        for step in range(max_tokens):
-            next_ids = sample_next_token(logits, rng, temperature, top_k, top_p)  # (num_samples,)
-            stopped = np.array([t in stop_tokens for t in next_ids.tolist()]) | done
-            if num_samples == 1:
-                if stopped[0]:
-                    return
-                yield int(next_ids[0])
-            else:
-                yield [None if s else int(t) for t, s in zip(next_ids, stopped)]
-                if stopped.all():
-                    return
-            done = stopped
-            if step + 1 < max_tokens:
-                with minigrad.no_grad():
-                    logits = self.forward(next_ids[:, None], kv_cache=kv_cache).data[:, -1, :]
-
 
 def precompute_rotary_embeddings(seq_len, head_dim, base=10000.0):
     channel_range = np.arange(0, head_dim, 2, dtype=np.float32)
@@ -298,18 +258,3 @@ def _token_array(x, name, vocab_size, allow_ignore=False):
         raise ValueError(f"{name} holds ids in [{x.min()}, {x.max()}], but they must be {allowed}"
                          f"in [0, {vocab_size})")
     return x.astype(np.int64, copy=False)
-
-
-def _check_generate_args(tokens, max_tokens, temperature, top_k, top_p, num_samples, vocab_size):
-    if not tokens or any(not isinstance(t, (int, np.integer)) or not 0 <= t < vocab_size for t in tokens):
-        raise ValueError(f"tokens must be a non-empty list of ids in [0, {vocab_size})")
-    if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
-        raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-    if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")

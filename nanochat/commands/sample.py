@@ -2,6 +2,7 @@
 import sys
 
 from nanochat.commands.options import add_dtype_arg
+from nanochat.engine import generate
 from nanochat.interop import load_any
 
 
@@ -32,7 +33,7 @@ def cmd_sample(args):
 
 def stream_sample(model, tokenizer, prompt_ids, max_tokens, **sampling):
     """Print the continuation as it is generated."""
-    print_stream(tokenizer.decode_stream(model.generate(prompt_ids, max_tokens, **sampling)))
+    print_stream(tokenizer.decode_stream(generate(model, prompt_ids, max_tokens, **sampling)))
 
 
 def print_stream(pieces):

@@ -12,9 +12,9 @@ from hypothesis import given, settings, strategies as st
 
 import minigrad
 import nanochat
-import nanochat.gpt
+import nanochat.engine
 from minigrad import Tensor
-from nanochat.engine import BatchedEngine, BatchKVCache, Engine, KVCache, Sequence, sample_next_token
+from nanochat.engine import BatchedEngine, BatchKVCache, Engine, KVCache, Sequence, generate, sample_next_token
 from nanochat.gpt import GPT, GPTConfig
 
 CHAT_CONTEXT = 48  # conftest's chat_model
@@ -265,69 +265,69 @@ def greedy_by_full_forward(sampling_model, prompt, n):
 # ---- generate -------------------------------------------------------------------------------------
 
 def test_same_seed_same_tokens_different_seed_different(sampling_model):
-    a = list(sampling_model.generate(PROMPT, 25, temperature=1.0, seed=123))
-    b = list(sampling_model.generate(PROMPT, 25, temperature=1.0, seed=123))
-    c = list(sampling_model.generate(PROMPT, 25, temperature=1.0, seed=124))
+    a = list(generate(sampling_model, PROMPT, 25, temperature=1.0, seed=123))
+    b = list(generate(sampling_model, PROMPT, 25, temperature=1.0, seed=123))
+    c = list(generate(sampling_model, PROMPT, 25, temperature=1.0, seed=124))
     assert len(a) == 25 and all(isinstance(t, int) and 0 <= t < V_SAMPLING for t in a)
     assert a == b
     assert a != c
 
 
 def test_greedy_equals_argmax_of_full_forward(sampling_model):
-    out = list(sampling_model.generate(PROMPT, 20, temperature=0.0))
+    out = list(generate(sampling_model, PROMPT, 20, temperature=0.0))
     assert out == greedy_by_full_forward(sampling_model, PROMPT, 20)
     assert len(set(out)) > 2  # the check is not trivially satisfied by a constant sequence
 
 
 def test_top_k_1_equals_greedy(sampling_model):
-    greedy = list(sampling_model.generate(PROMPT, 15, temperature=0.0))
-    assert list(sampling_model.generate(PROMPT, 15, temperature=1.5, top_k=1, seed=5)) == greedy
+    greedy = list(generate(sampling_model, PROMPT, 15, temperature=0.0))
+    assert list(generate(sampling_model, PROMPT, 15, temperature=1.5, top_k=1, seed=5)) == greedy
 
 
 def test_generation_up_to_the_end_of_the_rotary_table(sampling_model):
     prompt = [1, 2, 3]
-    out = list(sampling_model.generate(prompt, 37, temperature=0.0))  # 3 + 37 = 40 positions
+    out = list(generate(sampling_model, prompt, 37, temperature=0.0))  # 3 + 37 = 40 positions
     assert out == greedy_by_full_forward(sampling_model, prompt, 37)
 
 
 def test_stop_token_ends_generation_without_being_yielded(sampling_model):
-    greedy = list(sampling_model.generate(PROMPT, 15, temperature=0.0))
+    greedy = list(generate(sampling_model, PROMPT, 15, temperature=0.0))
     k = next(i for i in range(1, len(greedy)) if greedy[i] not in greedy[:i])
     stop = greedy[k]
-    assert list(sampling_model.generate(PROMPT, 15, temperature=0.0, stop_tokens=[stop])) == greedy[:k]
-    assert list(sampling_model.generate(PROMPT, 15, temperature=0.0, stop_tokens={stop, V_SAMPLING + 100})) == greedy[:k]
-    assert list(sampling_model.generate(PROMPT, 15, temperature=0.0, stop_tokens=[greedy[0]])) == []
-    sampled = list(sampling_model.generate(PROMPT, 30, temperature=1.0, seed=3, stop_tokens=[stop]))
+    assert list(generate(sampling_model, PROMPT, 15, temperature=0.0, stop_tokens=[stop])) == greedy[:k]
+    assert list(generate(sampling_model, PROMPT, 15, temperature=0.0, stop_tokens={stop, V_SAMPLING + 100})) == greedy[:k]
+    assert list(generate(sampling_model, PROMPT, 15, temperature=0.0, stop_tokens=[greedy[0]])) == []
+    sampled = list(generate(sampling_model, PROMPT, 30, temperature=1.0, seed=3, stop_tokens=[stop]))
     assert stop not in sampled
 
 
 def test_num_samples_greedy_rows_equal_single_greedy(sampling_model):
-    greedy = list(sampling_model.generate(PROMPT, 12, temperature=0.0))
-    out = list(sampling_model.generate(PROMPT, 12, temperature=0.0, num_samples=3))
+    greedy = list(generate(sampling_model, PROMPT, 12, temperature=0.0))
+    out = list(generate(sampling_model, PROMPT, 12, temperature=0.0, num_samples=3))
     assert len(out) == 12
     for step, row in zip(greedy, out):
         assert isinstance(row, list) and row == [step] * 3
 
 
 def test_num_samples_rows_sample_independently(sampling_model):
-    out = list(sampling_model.generate(PROMPT, 20, temperature=1.0, seed=11, num_samples=4))
+    out = list(generate(sampling_model, PROMPT, 20, temperature=1.0, seed=11, num_samples=4))
     assert all(len(row) == 4 and all(isinstance(t, int) and 0 <= t < V_SAMPLING for t in row) for row in out)
     columns = [tuple(row[i] for row in out) for i in range(4)]
     assert len(set(columns)) == 4
     # the same seed gives the same rows
-    assert list(sampling_model.generate(PROMPT, 20, temperature=1.0, seed=11, num_samples=4)) == out
+    assert list(generate(sampling_model, PROMPT, 20, temperature=1.0, seed=11, num_samples=4)) == out
 
 
 def test_num_samples_with_stop_tokens(sampling_model):
-    greedy = list(sampling_model.generate(PROMPT, 15, temperature=0.0))
+    greedy = list(generate(sampling_model, PROMPT, 15, temperature=0.0))
     k = next(i for i in range(1, len(greedy)) if greedy[i] not in greedy[:i])
-    out = list(sampling_model.generate(PROMPT, 15, temperature=0.0, stop_tokens=[greedy[k]], num_samples=2))
+    out = list(generate(sampling_model, PROMPT, 15, temperature=0.0, stop_tokens=[greedy[k]], num_samples=2))
     assert [row for row in out[:k]] == [[t, t] for t in greedy[:k]]
     assert all(greedy[k] not in row for row in out)
     assert out[k:] == [[None, None]]  # the step every row stopped at ends generation
 
     # a row that has stopped stays None while the others go on
-    sampled = list(sampling_model.generate(PROMPT, 30, temperature=1.0, seed=2, stop_tokens=[greedy[0]], num_samples=5))
+    sampled = list(generate(sampling_model, PROMPT, 30, temperature=1.0, seed=2, stop_tokens=[greedy[0]], num_samples=5))
     for i in range(5):
         col = [row[i] for row in sampled]
         if None in col:
@@ -337,8 +337,8 @@ def test_num_samples_with_stop_tokens(sampling_model):
 
 
 def test_max_tokens_zero_yields_nothing(sampling_model):
-    assert list(sampling_model.generate(PROMPT, 0)) == []
-    assert list(sampling_model.generate(PROMPT, 0, num_samples=3)) == []
+    assert list(generate(sampling_model, PROMPT, 0)) == []
+    assert list(generate(sampling_model, PROMPT, 0, num_samples=3)) == []
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -360,7 +360,7 @@ def test_max_tokens_zero_yields_nothing(sampling_model):
 ])
 def test_bad_arguments_raise_before_anything_is_yielded(sampling_model, kwargs):
     args = dict(tokens=PROMPT, max_tokens=5) | kwargs
-    gen = sampling_model.generate(args.pop("tokens"), args.pop("max_tokens"), **args)
+    gen = generate(sampling_model, args.pop("tokens"), args.pop("max_tokens"), **args)
     with pytest.raises(ValueError):
         next(gen)
 
@@ -376,7 +376,7 @@ def test_generation_records_no_graph(sampling_model, monkeypatch):
 
     monkeypatch.setattr(sampling_model, "forward", spy)
     assert minigrad.is_grad_enabled()
-    for _ in sampling_model.generate(PROMPT, 5, temperature=1.0, seed=0, num_samples=2):
+    for _ in generate(sampling_model, PROMPT, 5, temperature=1.0, seed=0, num_samples=2):
         assert minigrad.is_grad_enabled()  # generating does not switch gradients off for the caller
     assert len(seen) == 5  # one prefill, then one decode per token but the last
     assert all(s == (False, False, True) for s in seen), seen
@@ -448,7 +448,7 @@ def test_rows_are_sampled_independently():
 def _script(monkeypatch, tokens):
     """Make generation emit `tokens` in order (then token 65, forever), whatever the logits."""
     queue = list(tokens)
-    monkeypatch.setattr(nanochat.gpt, "sample_next_token",
+    monkeypatch.setattr(nanochat.engine, "sample_next_token",
                         lambda logits, rng, *a, **k: np.array([queue.pop(0) if queue else 65]))
 
 
@@ -548,7 +548,7 @@ def test_greedy_tokens_are_the_same_alone_or_beside_15_others(batch_model, promp
     run_until_idle(BatchedEngine(batch_model, max_batch=16), together, join_after)
     assert [s.tokens for s in together] == alone
     # and the batched path agrees with the single-sequence generator
-    assert alone[0] == list(batch_model.generate(prompts[0], 12, temperature=0))
+    assert alone[0] == list(generate(batch_model, prompts[0], 12, temperature=0))
 
 
 def test_more_requests_than_rows_wait_for_a_free_row(batch_model):
@@ -556,7 +556,7 @@ def test_more_requests_than_rows_wait_for_a_free_row(batch_model):
     seqs = [greedy(p, 5 + i) for i, p in enumerate(prompts)]
     engine = BatchedEngine(batch_model, max_batch=3)
     events = run_until_idle(engine, seqs)
-    assert [s.tokens for s in seqs] == [list(batch_model.generate(p, 5 + i, temperature=0)) for i, p in enumerate(prompts)]
+    assert [s.tokens for s in seqs] == [list(generate(batch_model, p, 5 + i, temperature=0)) for i, p in enumerate(prompts)]
     assert sorted(e.finish for e in events if e.finish) == ["length"] * 7
     assert engine.cache.batch_size == 0
 
@@ -598,8 +598,8 @@ def test_a_cancelled_sequence_leaves_within_one_step(batch_model):
     assert len(seqs[1].tokens) == so_far
     while engine.has_work():
         engine.step()
-    assert seqs[0].tokens == list(batch_model.generate([1, 2], 30, temperature=0))
-    assert seqs[2].tokens == list(batch_model.generate([5, 6], 30, temperature=0))
+    assert seqs[0].tokens == list(generate(batch_model, [1, 2], 30, temperature=0))
+    assert seqs[2].tokens == list(generate(batch_model, [5, 6], 30, temperature=0))
 
 
 def test_an_exception_in_one_sequence_ends_only_that_one(batch_model):
@@ -615,8 +615,8 @@ def test_an_exception_in_one_sequence_ends_only_that_one(batch_model):
     errors = [e for e in events if e.finish == "error"]
     assert len(errors) == 1 and errors[0].seq is bad and "injected" in str(errors[0].error)
     assert len(bad.tokens) == 4
-    assert good[0].tokens == list(batch_model.generate([1, 2], 20, temperature=0))
-    assert good[1].tokens == list(batch_model.generate([7], 20, temperature=0))
+    assert good[0].tokens == list(generate(batch_model, [1, 2], 20, temperature=0))
+    assert good[1].tokens == list(generate(batch_model, [7], 20, temperature=0))
 
 
 def test_a_failing_prefill_ends_only_that_sequence(batch_model):
@@ -628,7 +628,7 @@ def test_a_failing_prefill_ends_only_that_sequence(batch_model):
     engine.waiting.append(bad)
     events = run_until_idle(engine, [])
     assert [e.finish for e in events if e.seq is bad] == ["error"]
-    assert good.tokens == list(batch_model.generate([3], 5, temperature=0))
+    assert good.tokens == list(generate(batch_model, [3], 5, temperature=0))
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -11,6 +11,7 @@ import transformers
 from interop_fixtures import TEXT, our_logits, small_config, small_tokenizer, torch_logits
 from nanochat.checkpoint import save_checkpoint
 from nanochat.commands import main
+from nanochat.engine import generate
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.interop import load_any
 from nanochat.torch_gpt import TorchGPT
@@ -61,7 +62,7 @@ def test_transformers_loads_it_with_no_missing_or_unused_weights(hf_out, checkpo
     with torch.no_grad():
         hf_tokens = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
                                    pad_token_id=0)[0, len(ids):].tolist()
-    assert hf_tokens == list(checkpoint[1].generate(ids, 12, temperature=0))
+    assert hf_tokens == list(generate(checkpoint[1], ids, 12, temperature=0))
 
 
 def test_loading_logs_no_warnings(hf_out, caplog):
