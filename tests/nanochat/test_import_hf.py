@@ -9,6 +9,7 @@ import transformers  # noqa: F401  (the tests need it; dev installs it)
 
 from interop_fixtures import hf_dir, hf_model, our_logits, small_config, small_tokenizer, torch_logits
 from nanochat.commands import main
+from nanochat.engine import generate
 from nanochat.interop import load_any, read_any
 
 
@@ -43,7 +44,7 @@ def test_logits_and_greedy_tokens_match_transformers(tmp_path, model, tokenizer,
     ours, _ = load_any(directory)
     ids = prompt(tokenizer)
     assert np.abs(our_logits(ours, ids) - torch_logits(model, ids)).max() < 1e-4
-    assert list(ours.generate(ids, 12, temperature=0)) == hf_greedy(model, ids, 12)
+    assert list(generate(ours, ids, 12, temperature=0)) == hf_greedy(model, ids, 12)
 
 
 def test_config_values_are_honoured(tmp_path, tokenizer):

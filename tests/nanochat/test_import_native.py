@@ -11,6 +11,7 @@ import torch
 
 from interop_fixtures import TEXT, native_checkpoint, our_logits, small_config, small_tokenizer, torch_logits
 from nanochat.commands import main
+from nanochat.engine import generate
 from nanochat.interop import load_any, read_any
 from nanochat.interop.safe_pickle import UnsafePickleError, load_tokenizer_pickle
 from nanochat.torch_gpt import TorchKVCache
@@ -48,7 +49,7 @@ def test_logits_and_greedy_tokens_match_pytorch(native, tokenizer):
     model, loaded_tokenizer = load_any(directory)
     ids = prompt(tokenizer)
     assert np.abs(our_logits(model, ids) - torch_logits(torch_model, ids)).max() < 1e-4
-    assert list(model.generate(ids, 12, temperature=0)) == torch_greedy(torch_model, ids, 12)
+    assert list(generate(model, ids, 12, temperature=0)) == torch_greedy(torch_model, ids, 12)
     assert loaded_tokenizer.encode(TEXT) == tokenizer.encode(TEXT)
     assert loaded_tokenizer.special_tokens == tokenizer.special_tokens
 
