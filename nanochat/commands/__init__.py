@@ -25,6 +25,7 @@ def build_parser():
         command.register(sub)
     return parser
 
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     name = f"nanochat {args.command}"

@@ -5,8 +5,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from nanochat import parallel
 from nanochat.checkpoint import delete_checkpoint, load_checkpoint, saved_steps
 from nanochat.interop.bfloat16 import DTYPES
+from nanochat.train import resume
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,16 @@ def resume_checkpoint(out, step, args_key, other_command):
         print(f"moved the checkpoints of steps {', '.join(map(str, newer))} (newer than --resume-step) "
               f"to {out / 'superseded'}")
     return model, meta, optimizer_state
+
+
+def resume_state(optimizers, optimizer_state, loader, meta, world):
+    """The step a run starts from: 0 for a new run (meta None), else the checkpoint's, with the
+    optimizers' and the loader's state restored."""
+    if meta is None:
+        return 0
+    start_step = resume(optimizers, optimizer_state, loader, meta)
+    print(f"resuming from step {start_step}" + parallel.ranks_changed(meta, world))
+    return start_step
 
 
 def add_dtype_arg(p):

@@ -13,11 +13,11 @@ from minigrad.serialization import write_atomic
 from nanochat import parallel, tasks
 from nanochat.checkpoint import latest_step, load_model_and_tokenizer, saved_steps
 from nanochat.commands.options import (Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types,
-                                       resume_checkpoint)
+                                       resume_checkpoint, resume_state)
 from nanochat.engine import Engine
 from nanochat.sft import SFTLoader, collate, read_jsonl, render_rows, synthetic_data
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import fit, resume
+from nanochat.train import fit
 
 # The learning rates default to the pretraining run's, times lr_scale.
 SFT_DEFAULTS = dict(
@@ -74,19 +74,7 @@ def cmd_sft(args):
 
 def _sft(args, src, out, given):
     world = parallel.world()
-
-    if args.resume:
-        model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "sft_args", "train")
-        tokenizer = Tokenizer.load(out)
-        hp = SFT_HP.resolve(given, saved=meta.get("sft_args", {}))
-    else:
-        if saved_steps(out):
-            raise ValueError(f"{out} already holds a fine-tuned checkpoint; pass --resume or another --out")
-        model, tokenizer, base_meta = load_model_and_tokenizer(src, args.step)
-        base_lrs = {k: base_meta.get("train_args", {}).get(k, v) for k, v in BASE_LRS.items()}
-        hp = SFT_HP.resolve(given, base=base_lrs)
-        meta = optimizer_state = None
-
+    model, tokenizer, hp, meta, optimizer_state = _start(args, src, out, given)
     engine = Engine(model, tokenizer)
     rows, val_rows, held_out = _read_data(hp, engine)  # all of it read and checked before any training
     pad_id = tokenizer.encode_special("<|assistant_end|>")  # any id will do: padded positions carry no loss
@@ -101,10 +89,7 @@ def _sft(args, src, out, given):
     scale = hp["lr_scale"]
     optimizers = model.setup_optimizers(hp["unembedding_lr"] * scale, hp["embedding_lr"] * scale,
                                         hp["matrix_lr"] * scale, hp["weight_decay"])
-    start_step = 0
-    if meta is not None:
-        start_step = resume(optimizers, optimizer_state, loader, meta)
-        print(f"resuming from step {start_step}" + parallel.ranks_changed(meta, world))
+    start_step = resume_state(optimizers, optimizer_state, loader, meta, world)
     if world.is_main and not (out / "tokenizer.json").exists():
         tokenizer.save(out)  # the output directory is a complete, loadable checkpoint on its own
     print(f"sft: {len(rows):,} conversations, {hp['steps']} steps of {hp['batch_size']} -> {out}")
@@ -120,6 +105,20 @@ def _sft(args, src, out, given):
     if held_out is not None and finished:  # not after a Ctrl-C stop
         _report_accuracy(out, engine, held_out, pretrained, hp["steps"], world)
     return 0
+
+
+def _start(args, src, out, given):
+    """(model, tokenizer, hyperparameters, meta, optimizer state): a resumed run's from its checkpoint
+    in `out`, a new run's from the pretrained checkpoint (no meta, no optimizer state)."""
+    if args.resume:
+        model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "sft_args", "train")
+        tokenizer = Tokenizer.load(out)
+        return model, tokenizer, SFT_HP.resolve(given, saved=meta.get("sft_args", {})), meta, optimizer_state
+    if saved_steps(out):
+        raise ValueError(f"{out} already holds a fine-tuned checkpoint; pass --resume or another --out")
+    model, tokenizer, base_meta = load_model_and_tokenizer(src, args.step)
+    base_lrs = {k: base_meta.get("train_args", {}).get(k, v) for k, v in BASE_LRS.items()}
+    return model, tokenizer, SFT_HP.resolve(given, base=base_lrs), None, None
 
 
 def _read_data(hp, engine):

@@ -9,13 +9,13 @@ from minigrad.distributed import DataParallel
 from nanochat import parallel
 from nanochat.checkpoint import check_vocab, latest_step, saved_steps
 from nanochat.commands.options import (Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types,
-                                       resume_checkpoint)
+                                       resume_checkpoint, resume_state)
 from nanochat.commands.sample import stream_sample
 from nanochat.dataloader import DataLoader, load_text, split_train_val
 from nanochat.gpt import GPT
 from nanochat.sizing import check_fits_in_memory
 from nanochat.tokenizer import Tokenizer
-from nanochat.train import config_for_depth, fit, plot_losses, resume
+from nanochat.train import config_for_depth, fit, plot_losses
 
 TRAIN_DEFAULTS = dict(
     data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
@@ -113,29 +113,19 @@ def cmd_train(args):
 
 def _train(args, out, given):
     world = parallel.world()
-    model = meta = optimizer_state = None
-    if args.resume:
-        model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "train_args", "sft")
-        hp = TRAIN_HP.resolve(given, saved=meta.get("train_args", {}))
-    else:
-        hp = TRAIN_HP.resolve(given)
-        if saved_steps(out):
-            raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
-                             "to continue them, or choose another --out")
+    hp, model, meta, optimizer_state = _start(args, out, given)
     text = load_text(hp["data"])
     tokenizer = world.broadcast_object(_tokenizer(out, text, hp, args.resume) if world.is_main else None)
     tokens = np.asarray(tokenizer.encode(text, prepend="<|bos|>"), dtype=np.int64)
     train_tokens, val_tokens = split_train_val(tokens, hp["val_fraction"])
     loader = parallel.shard_loader(DataLoader(train_tokens, hp["batch_size"], hp["seq_len"], seed=hp["seed"]), world)
     val = val_batches(val_tokens, hp["batch_size"], hp["seq_len"], hp["eval_batches"])
-    model = model or GPT(_config(hp, tokenizer.vocab_size), seed=hp["seed"])
+    if model is None:
+        model = GPT(_config(hp, tokenizer.vocab_size), seed=hp["seed"])
     check_vocab(tokenizer, model.config)
     optimizers = model.setup_optimizers(hp["unembedding_lr"], hp["embedding_lr"], hp["matrix_lr"], hp["weight_decay"])
-    start_step = 0
-    if meta is not None:
-        start_step = resume(optimizers, optimizer_state, loader, meta)
-        print(f"resuming from step {start_step}" + parallel.ranks_changed(meta, world))
-    elif world.is_main:  # saved only once the data has proved usable
+    start_step = resume_state(optimizers, optimizer_state, loader, meta, world)
+    if meta is None and world.is_main:  # saved only once the data has proved usable
         tokenizer.save(out)
     c = model.config
     print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
@@ -157,6 +147,18 @@ def _train(args, out, given):
     if world.is_main and not (records and records[-1]["step"] < hp["steps"]):  # not after a Ctrl-C stop
         _report(out, model, tokenizer, args.sample_tokens, hp["seed"])
     return 0
+
+
+def _start(args, out, given):
+    """(hyperparameters, model, meta, optimizer state): a resumed run's from its checkpoint, a new
+    run's with no model yet (it needs the tokenizer's vocabulary)."""
+    if args.resume:
+        model, meta, optimizer_state = resume_checkpoint(out, args.resume_step, "train_args", "sft")
+        return TRAIN_HP.resolve(given, saved=meta.get("train_args", {})), model, meta, optimizer_state
+    if saved_steps(out):
+        raise ValueError(f"{out} already holds checkpoints (latest step {latest_step(out)}); pass --resume "
+                         "to continue them, or choose another --out")
+    return TRAIN_HP.resolve(given), None, None, None
 
 
 def _config(hp, vocab_size):
