@@ -237,9 +237,6 @@ def test_expand_batch_of_an_empty_cache():
     np.testing.assert_allclose(model(idx, kv_cache=cache).data, model(idx).data, atol=ATOL, rtol=0)
 
 
-# ---- rotary slicing -------------------------------------------------------------------------------
-
-
 # ---- sampling and generation ----------------------------------------------------------------
 
 PROMPT = [3, 17, 5, 29]
@@ -255,14 +252,12 @@ def sampling_model():
     return m
 
 
-def greedy_by_full_forward(sampling_model, prompt, n):
+def greedy_by_full_forward(model, prompt, n):
     tokens = list(prompt)
     for _ in range(n):
-        tokens.append(int(np.argmax(sampling_model(np.array([tokens])).data[0, -1])))
+        tokens.append(int(np.argmax(model(np.array([tokens])).data[0, -1])))
     return tokens[len(prompt):]
 
-
-# ---- generate -------------------------------------------------------------------------------------
 
 def test_same_seed_same_tokens_different_seed_different(sampling_model):
     a = list(generate(sampling_model, PROMPT, 25, temperature=1.0, seed=123))
@@ -383,7 +378,7 @@ def test_generation_records_no_graph(sampling_model, monkeypatch):
     assert all(p.grad is None for p in sampling_model.parameters())
 
 
-# ---- sample_next_token ----------------------------------------------------------------------------
+# ---- sample_next_token -----------------------------------------------------------------------------
 
 LOGITS = np.array([0.0, 3.0, 1.0, 2.5, -1.0, 0.5])
 
