@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from minigrad.distributed import DataParallel
 from nanochat import chat_cli, parallel, sft
 from nanochat.serve import cli as serve_cli
 from nanochat.chat_cli import print_stream
@@ -61,6 +60,7 @@ def add_train_args(p):
     p.add_argument("--warmdown-ratio", type=float, default=S, help="fraction of steps warming down (default 0.2)")
     p.add_argument("--final-lr-frac", type=float, default=S, help="lr multiplier at the end (default 0)")
     p.add_argument("--clip", type=float, default=S, help=f"max gradient norm, 0 for none (default {d['clip']})")
+    parallel.add_shard_option(p)
     p.add_argument("--seed", type=int, default=S, help="seed for weights and batch order (default 0)")
     p.add_argument("--val-fraction", type=float, default=S, help="tail of the data held out (default 0.1)")
     p.add_argument("--eval-every", type=int, default=S, help=f"steps between validations (default {d['eval_every']})")
@@ -147,7 +147,7 @@ def _train(args, out, given):
             save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
             warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
             meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)}, keep_last=args.keep_last,
-            ddp=DataParallel(model, world))
+            ddp=parallel.data_parallel(model, optimizers, world, args.shard_optimizer))
     except BaseException:
         if world.is_main and meta is None and not saved_steps(out):  # nothing saved: never reuse this tokenizer
             for p in out.glob("tokenizer.*"):

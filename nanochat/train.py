@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import minigrad
 from minigrad import distributed
-from minigrad.nn.utils import clip_grad_norm_
+from minigrad.distributed import optimizer_state_bytes
 from minigrad.optim import Muon
 from minigrad.stability import first_nonfinite
 from nanochat.checkpoint import prune_checkpoints, save_checkpoint
@@ -98,9 +98,9 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
     """Train until `steps`; returns the list of per-step log records written this call. With
     keep_last, only the newest keep_last checkpoints (and those marked keep_<step>) are kept.
 
-    `ddp`, a minigrad.distributed.DataParallel of `model`, makes this one rank of a data-parallel
-    run: the gradients, the loss and the evaluation are averaged over the ranks, and rank 0 alone
-    writes the log, the progress bar and the checkpoints."""
+    `ddp`, a minigrad.distributed.DataParallel of `model` (or a ShardedOptimizer of `optimizers`),
+    makes this one rank of a data-parallel run: the gradients, the loss and the evaluation are
+    averaged over the ranks, and rank 0 alone writes the log, the progress bar and the checkpoints."""
     ddp = distributed.DataParallel(model, distributed.World()) if ddp is None else ddp
     world = ddp.world
     out = Path(out)
@@ -117,8 +117,9 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
         nonlocal saved
         if world.size > 1 and not ddp.in_sync():
             raise TrainingError(f"the ranks' weights differ at step {step}; no checkpoint was written")
+        saved_optimizers = ddp.checkpoint_optimizers(optimizers)  # a sharded state is gathered to rank 0
         if world.is_main:
-            save_checkpoint(out, model, step, optimizer=optimizers, loss=last_loss, lr=lr,
+            save_checkpoint(out, model, step, optimizer=saved_optimizers, loss=last_loss, lr=lr,
                             meta={**meta, "loader": loader.state_dict()})
             if keep_last:
                 prune_checkpoints(out, keep_last)
@@ -155,7 +156,7 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
             tokens *= world.size
             record = {"step": step + 1, "loss": loss if np.isfinite(loss) else None, "lr": lr}
 
-            bad = find_nonfinite(loss, model)
+            bad = ddp.any_rank(find_nonfinite(loss, model))
             if bad is not None:
                 for opt in optimizers:
                     opt.zero_grad()
@@ -169,10 +170,11 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
             else:
                 bad_streak = 0
                 if clip:
-                    record["grad_norm"] = float(clip_grad_norm_(model.parameters(), clip))
+                    record["grad_norm"] = float(ddp.clip_grad_norm_(clip))
                 for opt in optimizers:
                     opt.step()
                     opt.zero_grad()
+                ddp.share_updates()
                 # finite gradients can still make non-finite weights (an inf learning rate): such a
                 # step is never saved
                 poisoned = first_nonfinite((name, p.data) for name, p in model.named_parameters())
@@ -183,6 +185,10 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
 
                 elapsed = time.perf_counter() - t0
                 record["tok_per_s"] = tokens / elapsed
+                if world.size > 1 and not records:  # the optimizer state exists once a step has run
+                    record["optimizer_bytes"] = world.all_gather_object(optimizer_state_bytes(optimizers))
+                    say("optimizer state per rank: " + ", ".join(f"{b / 2**20:.2f} MiB"
+                                                                 for b in record["optimizer_bytes"]))
                 if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps) and val_batches:
                     record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes, world)
                     say(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
