@@ -104,7 +104,7 @@ def describe_global_batch(world, batch, grad_accum, unit):
 def add_shard_option(parser):
     parser.add_argument("--shard-optimizer", action="store_true",
                         help="under mpiexec: each rank keeps and updates the optimizer state of its own share of "
-                             "the parameters (about 1/ranks of it); checkpoints hold the whole state as usual")
+                             "the parameters (about 1/ranks of it); checkpoints hold the whole state as usual (default: off)")
 
 
 def data_parallel(model, optimizers, world, shard_optimizer):
