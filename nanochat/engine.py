@@ -21,9 +21,11 @@ class KVCache:
         self.max_len = max_len
         self.pos = 0  # tokens already cached, advanced once per forward after the last layer
         self.keys = self.values = None  # (n_layer, B, H, capacity, D), allocated on first insert
+        self.prev_embedding = None  # (B, 1, C): the last token's normalised embedding, for a model with smear
 
     def reset(self):
         self.pos = 0
+        self.prev_embedding = None
 
     def insert_kv(self, layer_idx, k, v):
         if is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (k, v)):
@@ -53,6 +55,8 @@ class KVCache:
             raise ValueError(f"expand_batch needs a batch-1 cache, this one has batch {self.batch_size}")
         if self.keys is not None:
             self.keys, self.values = (np.repeat(a, n, axis=1) for a in (self.keys, self.values))
+        if self.prev_embedding is not None:
+            self.prev_embedding = np.repeat(self.prev_embedding, n, axis=0)
         self.batch_size = n
 
     def _ensure_capacity(self, needed, dtype):
