@@ -1,6 +1,9 @@
 """nanochat's 2026 architecture (GPTConfig options and the nanochat_2026 preset) against the PyTorch
 twin transcribed from karpathy/nanochat 92d63d4: logits, gradients, KV-cache decode and chunked
 prefill with windows shorter than the sequence, checkpoints both ways, init and optimizer groups."""
+import contextlib
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ from safetensors.torch import save_file
 import minigrad
 from minigrad import no_grad
 from nanochat.checkpoint import load_checkpoint, save_checkpoint
+from nanochat.cli import main
 from nanochat.engine import KVCache
 from nanochat.gpt import GPT, GPTConfig, compute_window_sizes
 from nanochat.torch_gpt import TorchGPT, TorchKVCache, load_torch_gpt
@@ -266,3 +270,32 @@ def test_preset_trains():
 def test_config_rejects_bad_options(kw, fragment):
     with pytest.raises(ValueError, match=fragment):
         GPTConfig(**{**SIZES, **kw})
+
+
+def run_cli(args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in args])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_train_arch_2026_from_the_command_line(tmp_path):
+    """`nanochat train --arch 2026` trains the preset, checkpoints it, resumes it and refuses to
+    resume it as another architecture."""
+    words = "the quick brown fox jumps over a lazy dog while birds sing in tall green trees".split()
+    rng = np.random.default_rng(0)
+    data = tmp_path / "corpus.txt"
+    data.write_text("\n".join(" ".join(rng.choice(words, 12)) + "." for _ in range(400)))
+    args = ["train", "--data", data, "--out", tmp_path / "out", "--depth", "1", "--n-embd", "32", "--n-head", "2",
+            "--vocab-size", "300", "--batch-size", "4", "--seq-len", "32", "--eval-every", 5, "--sample-tokens", 5]
+    rc, stdout, stderr = run_cli([*args, "--arch", "2026", "--steps", 5])
+    assert rc == 0, stderr
+    assert "model: 2026" in stdout
+    model, meta, _ = load_checkpoint(tmp_path / "out")
+    assert model.config == GPTConfig.nanochat_2026(**{k: meta["config"][k] for k in
+                                                      ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")})
+    assert model.config.vocab_size == 300 and model.transformer["wte"].weight.shape == (320, 32)
+    rc, _, stderr = run_cli([*args, "--steps", 8, "--resume"])
+    assert rc == 0, stderr
+    rc, _, stderr = run_cli([*args, "--steps", 9, "--resume", "--arch", "classic"])
+    assert rc == 1 and "--arch cannot change on --resume" in stderr
