@@ -102,6 +102,22 @@ def test_attention_window_across_query_blocks(tq, tk, window):
     assert np.all(p[:, :, (j >= i - window) & (j <= i)] > 0)
 
 
+@pytest.mark.parametrize("tq", [1, 64])
+def test_attention_window_never_reads_keys_left_of_it(tq):
+    """Keys left of every query's window are skipped, not computed and masked: NaNs there (which a
+    masked product would carry, 0 * NaN) leave a decode step and a chunked prefill finite."""
+    rng = np.random.default_rng(4)
+    prefix, window = 300, 50
+    q = rng.standard_normal((1, tq, 2, 16)).astype(np.float32)
+    k, v = rng.standard_normal((2, 1, prefix + tq, 2, 16)).astype(np.float32)
+    k[:, :prefix - window], v[:, :prefix - window] = np.nan, np.nan
+    out, p = K.attention_forward(q, k, v, 0.3, prefix, window)
+    grads = K.attention_backward(q, k, v, out, p, rng.standard_normal(out.shape).astype(np.float32), 0.3, prefix, window)
+    assert np.isfinite(out).all() and all(np.isfinite(g[:, prefix - window:]).all() for g in grads[1:])
+    assert np.isfinite(grads[0]).all()
+    assert not np.isfinite(K.attention_forward_reference(q, k, v, 0.3, prefix, window)[0]).all()  # the twin masks
+
+
 def test_attention_window_equals_torch_masked_sdpa():
     """The NumPy twin's window against PyTorch with an explicit band mask (nanochat's SDPA fallback)."""
     rng = np.random.default_rng(3)
