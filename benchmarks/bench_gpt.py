@@ -20,6 +20,8 @@ torch.set_num_threads). Sections:
   1024-token context (batch 2), where the short windows are a quarter of it; then the validation loss after
   the default `nanochat train` budget on the bundled corpus (each run in-process, as the command
   runs it, with --arch naming the variant).
+- window (only when asked for): the fused attention kernel's forward + backward at T = 1024 with
+  sliding windows of 256 and 128 keys against full causal attention.
 Prints a Markdown table (ratio = minigrad / PyTorch; for arch, variant / classic) and writes JSON
 with --json.
 """
@@ -270,6 +272,18 @@ def arch_section(repeats, variants, trained, seq_len=1024):
     return dict(step_s=times, train_runs=runs), rows
 
 
+def window_section(repeats, T=1024, windows=(None, 256, 128)):
+    """Seconds of the attention kernel's forward + backward per window (B 2, 2 heads of 128)."""
+    from minigrad import kernels
+    rng = np.random.default_rng(0)
+    q, k, v, g = (rng.standard_normal((2, T, 2, 128)).astype(np.float32) for _ in range(4))
+
+    def run(window):
+        out, p = kernels.attention_forward(q, k, v, 0.1, 0, window)
+        kernels.attention_backward(q, k, v, out, p, g, 0.1, 0, window)
+    return race({w: (lambda w=w: run(w)) for w in windows}, repeats)
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main():
@@ -343,6 +357,11 @@ def main():
             sys.exit(f"--arch-variants/--arch-train: unknown {sorted(unknown)}; classic must be trained, and "
                      "every trained variant timed")
         results["arch"], arch_rows = arch_section(args.repeats, variants, trained)
+    window_rows = []
+    if "window" in sections:
+        t = window_section(args.repeats)
+        results["window_s"] = {str(w): v for w, v in t.items()}
+        window_rows = [(w, 1e3 * v, v / t[None]) for w, v in t.items()]
     results["load_avg_end"] = os.getloadavg()
 
     print(f"threads: {args.threads} (numba {results['numba_threads']}, torch {results['torch_threads']}); "
@@ -357,6 +376,11 @@ def main():
         print("|---|---:|---:|---:|")
         for name, a, b in rows:
             print(f"| {name} | {a:.3g} | {b:.3g} | {a / b:.2f} |")
+    if window_rows:
+        print("\n| attention window (T = 1024) | forward + backward (ms) | / full causal |")
+        print("|---|---:|---:|")
+        for w, ms, ratio in window_rows:
+            print(f"| {'full causal' if w is None else w} | {ms:.0f} | {ratio:.2f} |")
     if arch_rows:
         s = ARCH_SIZES
         print(f"\nstep: {s['n_layer']} layers, width {s['n_embd']}, 2 x 1024 tokens; val loss: `nanochat train` "
