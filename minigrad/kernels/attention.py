@@ -10,8 +10,9 @@ query sees its own position and the `window` keys before it; None is no window.
 Each numba thread owns whole heads and calls numpy's single-threaded OpenBLAS on them in place
 (the row stride of a head is H * D, so no head is ever copied out). Queries go in blocks of
 BLOCK rows, and a block multiplies only the keys it can see: the causal half of the scores, and
-the keys left of a sliding window, are never computed. The scale rides in the GEMM's alpha; mask and softmax happen in one sweep. The
-forward keeps the probabilities P (B, H, Tq, Tk) for backward, as PyTorch's CPU math path does.
+the keys left of a sliding window, are never computed. The scale rides in the GEMM's alpha; mask
+and softmax happen in one sweep. The forward keeps the probabilities P (B, H, Tq, Tk) for backward,
+as PyTorch's CPU math path does.
 Without numpy's OpenBLAS (another BLAS build), the NumPy twins run instead.
 """
 import numpy as np
