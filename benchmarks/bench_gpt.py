@@ -265,10 +265,10 @@ def arch_section(repeats, variants, trained, seq_len=1024):
     with tempfile.TemporaryDirectory() as tmp:
         for v in trained:
             runs[v] = arch_train_run(v, os.path.join(tmp, v.replace("=", "_").replace(" ", "_")))
-    rows = []
+    rows, untrained = [], (float("nan"),) * 3
     for v in variants:
-        run = runs.get(v, (float("nan"),) * 3)
-        rows.append((v, 1e3 * times[v], times[v] / times["classic"], *run, run[0] - runs["classic"][0]))
+        run = runs.get(v, untrained)
+        rows.append((v, 1e3 * times[v], times[v] / times["classic"], *run, run[0] - runs.get("classic", untrained)[0]))
     return dict(step_s=times, train_runs=runs), rows
 
 
@@ -297,7 +297,7 @@ def main():
     ap.add_argument("--arch-variants", default=",".join(ARCH_VARIANTS),
                     help="for --sections arch: which of " + ", ".join(ARCH_VARIANTS))
     ap.add_argument("--arch-train", default="classic,2026 preset",
-                    help="for --sections arch: the variants also trained with the default budget")
+                    help="for --sections arch: the variants also trained with the default budget ('' for none)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -351,11 +351,11 @@ def main():
         del model, tmodel
     arch_rows = []
     if "arch" in sections:
-        variants, trained = args.arch_variants.split(","), args.arch_train.split(",")
+        variants, trained = args.arch_variants.split(","), [v for v in args.arch_train.split(",") if v]
         unknown = (set(variants) | set(trained)) - set(ARCH_VARIANTS)
-        if unknown or "classic" not in trained or not set(trained) <= set(variants):
-            sys.exit(f"--arch-variants/--arch-train: unknown {sorted(unknown)}; classic must be trained, and "
-                     "every trained variant timed")
+        if unknown or "classic" not in variants or (trained and "classic" not in trained) or not set(trained) <= set(variants):
+            sys.exit(f"--arch-variants/--arch-train: unknown {sorted(unknown)}; classic must be timed (and trained "
+                     "when any variant is), and every trained variant timed")
         results["arch"], arch_rows = arch_section(args.repeats, variants, trained)
     window_rows = []
     if "window" in sections:
