@@ -24,7 +24,7 @@ from nanochat.train import TrainingError, check_unchanged_on_resume, config_for_
 # Training hyperparameters: on --resume the checkpoint's values win over these defaults, and
 # options given on the command line win over both.
 TRAIN_DEFAULTS = dict(
-    data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
+    data=None, arch="classic", depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
     batch_size=16, seq_len=128, steps=200, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
     unembedding_lr=0.004, weight_decay=0.0, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
     clip=1.0, seed=0, val_fraction=0.1, eval_every=50, eval_batches=8, save_every=100,
@@ -32,7 +32,7 @@ TRAIN_DEFAULTS = dict(
 
 
 # what fixes the model and the data stream: a resumed run must keep them
-FIXED_ON_RESUME = ("data", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
+FIXED_ON_RESUME = ("data", "arch", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
                    "seq_len", "seed", "val_fraction")
 INT_OPTIONS = ("depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size", "seq_len", "steps",
                "grad_accum", "seed", "eval_every", "eval_batches", "save_every")
@@ -43,6 +43,8 @@ def add_train_args(p):
     d = TRAIN_DEFAULTS
     p.add_argument("--data", default=S, help="a text file or a folder of .txt files (default: CPython's bundled docs)")
     p.add_argument("--out", default="runs/base", help="output directory for tokenizer, checkpoints, logs (default: %(default)s)")
+    p.add_argument("--arch", choices=("classic", "2026"), default=S,
+                   help="classic: nanochat's first model; 2026: nanochat's current one (default classic)")
     p.add_argument("--depth", type=int, default=S, help=f"model size as in nanochat: width 64*depth (default {d['depth']})")
     for name in ("n_layer", "n_embd", "n_head", "n_kv_head"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=S,
@@ -91,7 +93,7 @@ def cmd_train(args):
     if not args.resume:
         hp = {**TRAIN_DEFAULTS, **given}
         check_fits_in_memory(config_for_depth(hp["depth"], hp["vocab_size"], hp["seq_len"], hp["n_layer"],
-                                              hp["n_embd"], hp["n_head"], hp["n_kv_head"]), training=True)
+                                              hp["n_embd"], hp["n_head"], hp["n_kv_head"], hp["arch"]), training=True)
     with parallel.run_lock(out):
         return _train(args, out, given)
 
@@ -126,7 +128,7 @@ def _train(args, out, given):
 
     if model is None:
         config = config_for_depth(hp["depth"], tokenizer.vocab_size, hp["seq_len"], hp["n_layer"],
-                                  hp["n_embd"], hp["n_head"], hp["n_kv_head"])
+                                  hp["n_embd"], hp["n_head"], hp["n_kv_head"], hp["arch"])
         model = GPT(config, seed=hp["seed"])
     _check_vocab(tokenizer, model.config)
     optimizers = model.setup_optimizers(hp["unembedding_lr"], hp["embedding_lr"], hp["matrix_lr"], hp["weight_decay"])
@@ -137,7 +139,7 @@ def _train(args, out, given):
     elif world.is_main:  # saved only once the data has proved usable
         tokenizer.save(out)
     c = model.config
-    print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
+    print(f"model: {hp['arch']}, {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
           f"{model.num_parameters():,} parameters; {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
     print(parallel.describe_global_batch(world, hp["batch_size"] * hp["seq_len"], hp["grad_accum"], "tokens"))
 
@@ -203,7 +205,9 @@ def _check_vocab(tokenizer, config):
 
 def _check_train_args(hp):
     """Every option, before anything is written to disk."""
-    check_option_types(hp, INT_OPTIONS, nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
+    check_option_types(hp, INT_OPTIONS, texts=("data", "arch"), nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
+    if hp["arch"] not in ("classic", "2026"):  # an edited meta on --resume
+        raise ValueError(f"--arch must be classic or 2026, got {hp['arch']!r}")
     for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
         if hp[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")

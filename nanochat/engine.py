@@ -26,9 +26,11 @@ class KVCache:
         self.max_len = max_len
         self.pos = 0  # tokens already cached, advanced once per forward after the last layer
         self.keys = self.values = None  # (n_layer, B, H, capacity, D), allocated on first insert
+        self.prev_embedding = None  # (B, 1, C): the last token's normalised embedding, for a model with smear
 
     def reset(self):
         self.pos = 0
+        self.prev_embedding = None
 
     def insert_kv(self, layer_idx, k, v):
         k, v = _arrays_to_cache(self, layer_idx, k, v)
@@ -49,6 +51,8 @@ class KVCache:
             raise ValueError(f"expand_batch needs a batch-1 cache, this one has batch {self.batch_size}")
         if self.keys is not None:
             self.keys, self.values = (np.repeat(a, n, axis=1) for a in (self.keys, self.values))
+        if self.prev_embedding is not None:
+            self.prev_embedding = np.repeat(self.prev_embedding, n, axis=0)
         self.batch_size = n
 
     def _ensure_capacity(self, needed, dtype):
@@ -147,12 +151,15 @@ class BatchKVCache:
         end = int(lengths.max()) + T
         return Tensor(self.keys[layer_idx, :self.batch_size, :, :end]), Tensor(self.values[layer_idx, :self.batch_size, :, :end])
 
-    def attn_mask(self, T):
+    def attn_mask(self, T, window=None):
         """(B, 1, T, Tk) booleans for the T queries a forward adds: query t of row b sits at position
-        lengths[b] + t and sees keys 0..lengths[b] + t of its own row."""
+        lengths[b] + t and sees keys 0..lengths[b] + t of its own row (only the last `window` + 1 of
+        them with a sliding window)."""
         lengths = self.pos
-        query_pos = lengths[:, None] + np.arange(T)  # (B, T)
-        return np.arange(int(lengths.max()) + T) <= query_pos[:, None, :, None]
+        query_pos = (lengths[:, None] + np.arange(T))[:, None, :, None]  # (B, 1, T, 1)
+        key_pos = np.arange(int(lengths.max()) + T)
+        visible = key_pos <= query_pos
+        return visible if window is None else visible & (key_pos >= query_pos - window)
 
     def advance(self, num_tokens):
         self.lengths[:self.batch_size] += num_tokens

@@ -30,13 +30,20 @@ class TrainingError(RuntimeError):
     """A run that cannot go on; the message says why."""
 
 
-def config_for_depth(depth, vocab_size, sequence_len, n_layer=None, n_embd=None, n_head=None, n_kv_head=None):
-    """nanochat's sizing: width = 64 x depth, heads of width 128; explicit sizes override."""
+ARCHITECTURES = {"classic": GPTConfig, "2026": GPTConfig.nanochat_2026}
+
+
+def config_for_depth(depth, vocab_size, sequence_len, n_layer=None, n_embd=None, n_head=None, n_kv_head=None,
+                     arch="classic"):
+    """nanochat's sizing: width = 64 x depth, heads of width 128; explicit sizes override. arch picks
+    the classic model or nanochat's 2026 one."""
     if depth < 1:
         raise ValueError(f"depth must be positive, got {depth}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     n_embd = depth * 64 if n_embd is None else n_embd
     n_head = max(1, (n_embd + 127) // 128) if n_head is None else n_head
-    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth if n_layer is None else n_layer,
+    return ARCHITECTURES[arch](sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth if n_layer is None else n_layer,
                      n_head=n_head, n_kv_head=n_head if n_kv_head is None else n_kv_head, n_embd=n_embd)
 
 
