@@ -103,11 +103,25 @@ class BatchKVCache:
         self.keys, self.values = np.zeros(shape, dtype), np.zeros(shape, dtype)
         self.lengths = np.zeros(max_batch, np.int64)
         self.batch_size = 0  # active rows
+        self._prev = None  # (max_batch, 1, C): each row's last token embedding, for a model with smear
 
     @property
     def pos(self):
         """Tokens cached per active row, (batch_size,)."""
         return self.lengths[:self.batch_size]
+
+    @property
+    def prev_embedding(self):  # a copy: smear reads it, then sets this forward's last embedding
+        return None if self._prev is None else self._prev[:self.batch_size].copy()
+
+    @prev_embedding.setter
+    def prev_embedding(self, x):  # (batch_size, 1, C)
+        self._prev_rows(x)[:self.batch_size] = x
+
+    def _prev_rows(self, like):
+        if self._prev is None:
+            self._prev = np.zeros((self.max_batch,) + like.shape[1:], like.dtype)
+        return self._prev
 
     def join(self, cache):
         """Copy a prefilled batch-1 KVCache into the first free row; returns that row."""
@@ -123,6 +137,8 @@ class BatchKVCache:
             self.values[:, row, :, :n] = cache.values[:, 0, :, :n]
         self.lengths[row] = n
         self.batch_size += 1
+        if cache.prev_embedding is not None:  # a model with smear
+            self._prev_rows(cache.prev_embedding)[row] = cache.prev_embedding[0]
         return row
 
     def leave(self, row):
@@ -135,6 +151,8 @@ class BatchKVCache:
             self.keys[:, row, :, :n] = self.keys[:, last, :, :n]
             self.values[:, row, :, :n] = self.values[:, last, :, :n]
             self.lengths[row] = n
+            if self._prev is not None:
+                self._prev[row] = self._prev[last]
         self.batch_size = last
 
     def insert_kv(self, layer_idx, k, v):
