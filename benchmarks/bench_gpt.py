@@ -1,6 +1,6 @@
 """Benchmark minigrad's nanochat GPT against the same model in PyTorch (TorchGPT), CPU, float32.
 
-    python benchmarks/bench_gpt.py [--sizes tiny,small] [--sections train,decode,memory,mfu]
+    python benchmarks/bench_gpt.py [--sizes tiny,small] [--sections train,decode,memory,mfu,arch]
                                    [--repeats 7] [--threads N] [--json PATH]
 
 Both sides get the same weights, the same data and the same thread count (OpenBLAS, numba and
@@ -15,7 +15,15 @@ torch.set_num_threads). Sections:
   ru_maxrss without the parent's RSS that Linux carries into a child across fork + exec).
 - mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
   throughput of a large GEMM measured in this run.
-Prints a Markdown table (ratio = minigrad / PyTorch) and writes JSON with --json.
+- arch (only when asked for): minigrad's classic GPT against nanochat's 2026 preset and each of its
+  options alone, all at one width. Step time (forward, backward, the model's own optimizers) at a
+  1024-token context (batch 2), where the short windows are a quarter of it; then the validation loss after
+  the default `nanochat train` budget on the bundled corpus (each run in-process, as the command
+  runs it, with --arch naming the variant).
+- window (only when asked for): the fused attention kernel's forward + backward at T = 1024 with
+  sliding windows of 256 and 128 keys against full causal attention.
+Prints a Markdown table (ratio = minigrad / PyTorch; for arch, variant / classic) and writes JSON
+with --json.
 """
 import argparse
 import json
@@ -202,6 +210,80 @@ def gemm_peak(n=2048, repeats=5):
     return max(best.values()), best
 
 
+# ---- arch: the classic model against the 2026 preset and each option alone ----------------------
+
+ARCH_VARIANTS = {
+    "classic": {}, "pad_vocab_size_to=64": dict(pad_vocab_size_to=64), "window_pattern=SSSL": dict(window_pattern="SSSL"),
+    "rope_base=1e5": dict(rope_base=100000.0), "qk_scale=1.2": dict(qk_scale=1.2),
+    "layer_lambdas": dict(layer_lambdas=True), "value_embeds": dict(value_embeds=True), "smear": dict(smear=True),
+    "backout": dict(backout=True), "recipe=2026": dict(recipe="2026"), "2026 preset": "preset",
+}
+ARCH_SIZES = dict(vocab_size=2048, n_layer=4, n_head=2, n_kv_head=2, n_embd=256)  # depth 4's width
+
+
+def arch_config(variant, **sizes):
+    options = ARCH_VARIANTS[variant]
+    return GPTConfig.nanochat_2026(**sizes) if options == "preset" else GPTConfig(**sizes, **options)
+
+
+def arch_step(config, seq_len, seed=0):
+    model = GPT(config, seed=seed)
+    optimizers = model.setup_optimizers()
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, config.vocab_size, (2, 2, seq_len))
+
+    def step():
+        loss = model(x, targets=y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+    return step
+
+
+def arch_train_run(variant, out):
+    """`nanochat train --arch VARIANT` with every other option at its default: (final val loss,
+    val bpb, median tokens/s)."""
+    import contextlib
+    import io
+    from nanochat import cli, train
+    train.ARCHITECTURES[variant] = lambda **sizes: arch_config(variant, **sizes)
+    args = cli.build_parser().parse_args(["train", "--out", str(out), "--sample-tokens", "0"])
+    args.arch = variant
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cli.cmd_train(args)
+    records = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    last = [r for r in records if "val_loss" in r][-1]
+    return last["val_loss"], last["val_bpb"], statistics.median(r["tok_per_s"] for r in records if "tok_per_s" in r)
+
+
+def arch_section(repeats, variants, trained, seq_len=1024):
+    import tempfile
+    sizes = dict(ARCH_SIZES, sequence_len=seq_len)
+    times = race({v: arch_step(arch_config(v, **sizes), seq_len) for v in variants}, repeats)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in trained:
+            runs[v] = arch_train_run(v, os.path.join(tmp, v.replace("=", "_").replace(" ", "_")))
+    rows, untrained = [], (float("nan"),) * 3
+    for v in variants:
+        run = runs.get(v, untrained)
+        rows.append((v, 1e3 * times[v], times[v] / times["classic"], *run, run[0] - runs.get("classic", untrained)[0]))
+    return dict(step_s=times, train_runs=runs), rows
+
+
+def window_section(repeats, T=1024, windows=(None, 256, 128)):
+    """Seconds of the attention kernel's forward + backward per window (B 2, 2 heads of 128)."""
+    from minigrad import kernels
+    rng = np.random.default_rng(0)
+    q, k, v, g = (rng.standard_normal((2, T, 2, 128)).astype(np.float32) for _ in range(4))
+
+    def run(window):
+        out, p = kernels.attention_forward(q, k, v, 0.1, 0, window)
+        kernels.attention_backward(q, k, v, out, p, g, 0.1, 0, window)
+    return race({w: (lambda w=w: run(w)) for w in windows}, repeats)
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main():
@@ -212,6 +294,10 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--decode-len", type=int, default=None, help="decode up to this many positions "
                     "(default: the full sequence length)")
+    ap.add_argument("--arch-variants", default=",".join(ARCH_VARIANTS),
+                    help="for --sections arch: which of " + ", ".join(ARCH_VARIANTS))
+    ap.add_argument("--arch-train", default="classic,2026 preset",
+                    help="for --sections arch: the variants also trained with the default budget ('' for none)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -228,7 +314,7 @@ def main():
         peak, per_lib = gemm_peak()
         results["gemm_peak_gflops"] = peak / 1e9
         results["gemm_gflops"] = {k: v / 1e9 for k, v in per_lib.items()}
-    for size in sizes:
+    for size in sizes if sections & {"train", "decode", "memory", "mfu"} else []:
         config, batch, model, tmodel, x, y = build(size)
         res = results["sizes"][size] = {}
         if "train" in sections or "mfu" in sections:
@@ -263,6 +349,19 @@ def main():
             m = res["peak_rss_mb"] = {side: peak_memory(side, size, args.threads) for side in ("minigrad", "torch")}
             rows.append((f"{size} train peak RSS (MiB)", m["minigrad"], m["torch"]))
         del model, tmodel
+    arch_rows = []
+    if "arch" in sections:
+        variants, trained = args.arch_variants.split(","), [v for v in args.arch_train.split(",") if v]
+        unknown = (set(variants) | set(trained)) - set(ARCH_VARIANTS)
+        if unknown or "classic" not in variants or (trained and "classic" not in trained) or not set(trained) <= set(variants):
+            sys.exit(f"--arch-variants/--arch-train: unknown {sorted(unknown)}; classic must be timed (and trained "
+                     "when any variant is), and every trained variant timed")
+        results["arch"], arch_rows = arch_section(args.repeats, variants, trained)
+    window_rows = []
+    if "window" in sections:
+        t = window_section(args.repeats)
+        results["window_s"] = {str(w): v for w, v in t.items()}
+        window_rows = [(w, 1e3 * v, v / t[None]) for w, v in t.items()]
     results["load_avg_end"] = os.getloadavg()
 
     print(f"threads: {args.threads} (numba {results['numba_threads']}, torch {results['torch_threads']}); "
@@ -271,11 +370,25 @@ def main():
         g = results["gemm_gflops"]
         print(f"float32 GEMM 2048^3: minigrad {g['minigrad']:.1f} GFLOP/s, torch {g['torch']:.1f} GFLOP/s "
               f"(peak = {results['gemm_peak_gflops']:.1f})")
-    print()
-    print("| measure | minigrad | PyTorch | minigrad / PyTorch |")
-    print("|---|---:|---:|---:|")
-    for name, a, b in rows:
-        print(f"| {name} | {a:.3g} | {b:.3g} | {a / b:.2f} |")
+    if rows:
+        print()
+        print("| measure | minigrad | PyTorch | minigrad / PyTorch |")
+        print("|---|---:|---:|---:|")
+        for name, a, b in rows:
+            print(f"| {name} | {a:.3g} | {b:.3g} | {a / b:.2f} |")
+    if window_rows:
+        print("\n| attention window (T = 1024) | forward + backward (ms) | / full causal |")
+        print("|---|---:|---:|")
+        for w, ms, ratio in window_rows:
+            print(f"| {'full causal' if w is None else w} | {ms:.0f} | {ratio:.2f} |")
+    if arch_rows:
+        s = ARCH_SIZES
+        print(f"\nstep: {s['n_layer']} layers, width {s['n_embd']}, 2 x 1024 tokens; val loss: `nanochat train` "
+              f"defaults (--arch VARIANT)\n")
+        print("| variant | step (ms) | step / classic | val loss | val bpb | train tok/s | val loss - classic |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for v, ms, ratio, loss, bpb, tok_s, delta in arch_rows:
+            print(f"| {v} | {ms:.0f} | {ratio:.2f} | {loss:.4f} | {bpb:.4f} | {tok_s:.0f} | {delta:+.4f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -20,10 +20,13 @@ single process without mpiexec gets a one-rank World whose collectives are no-op
 imports mpi4py; `init(comm)` takes an explicit mpi4py communicator instead of the launch.
 """
 import hashlib
+import math
 import os
 import time
 
 import numpy as np
+
+from minigrad.nn.utils import clip_grad_norm_
 
 # 32 MiB: few enough calls that per-call latency is negligible, small enough to be cheap to allocate
 BUCKET_BYTES = 32 << 20
@@ -119,6 +122,10 @@ class World:
     def sum_values(self, *values):
         """Float64 sums over the ranks of a few numbers (losses, counts, flags)."""
         return self.all_reduce(np.array(values, dtype=np.float64))
+
+    def gather_object(self, obj, root=0):
+        """[every rank's obj], in rank order, on rank `root`; None on the others."""
+        return [obj] if self.size == 1 else self._timed(0, self.comm.gather, obj, root=root)
 
     def broadcast_object(self, obj, root=0):
         """Rank `root`'s picklable object, on every rank."""
@@ -237,6 +244,22 @@ class DataParallel:
         """True on every rank when all ranks hold bitwise identical weights."""
         return parameters_match(self.params, self.world)
 
+    def any_rank(self, problem):
+        """A problem found in the gradients (a string or None): every rank holds them all, so
+        every rank found the same."""
+        return problem
+
+    def clip_grad_norm_(self, max_norm):
+        """clip_grad_norm_ over the (averaged) gradients; returns the norm before clipping."""
+        return clip_grad_norm_(self.params, max_norm)
+
+    def share_updates(self):
+        """Nothing to share: every rank made the same update."""
+
+    def checkpoint_optimizers(self, optimizers):
+        """What a checkpoint saves of the optimizers: they are whole on every rank."""
+        return optimizers
+
     def gradient_bytes(self):
         """Bytes of gradient one step's sync_gradients hands to MPI on each rank."""
         return sum(p.data.nbytes for p in self.params)
@@ -252,19 +275,24 @@ class ShardedOptimizer:
     two moments, Muon's momentum) and of the gradients after the step's reduction.
 
     Args:
-        optimizers: one optimizer or a list, built over the model's parameters as usual; their
-            param groups are cut down to this rank's parameters.
+        optimizers: one optimizer or a list, built over the model's parameters as usual (and
+            perhaps loaded with a whole state_dict); their param groups and state are cut down to
+            this rank's parameters.
         world: a World (default: distributed.init()).
 
-    Use it in place of DataParallel and the optimizers' own step: after backward, `step()`.
-    The optimizers' state_dict() holds this rank's share only.
+    Use it in place of DataParallel and the optimizers' own step: after backward, `step()`; or,
+    to clip in between, `sync_gradients()`, `clip_grad_norm_(max_norm)`, the optimizers' step,
+    `share_updates()`. The optimizers' own state_dict() holds this rank's share;
+    `full_state_dicts()` gathers the whole of it, as one process would save it.
     """
 
     def __init__(self, optimizers, world=None, bucket_bytes=BUCKET_BYTES):
         self.world = init() if world is None else world
         self.optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
         self.bucket_bytes = bucket_bytes
-        self.params = [p for opt in self.optimizers for group in opt.param_groups for p in group["params"]]
+        # each optimizer's groups as built, for whole state_dicts
+        self.full_groups = [[list(group["params"]) for group in opt.param_groups] for opt in self.optimizers]
+        self.params = [p for groups in self.full_groups for group in groups for p in group]
         # largest first, each to the least-loaded rank: every rank computes the same assignment
         load, self.owner = [0] * self.world.size, {}
         for p in sorted(self.params, key=lambda p: -p.data.nbytes):
@@ -272,15 +300,26 @@ class ShardedOptimizer:
             self.owner[id(p)] = rank
             load[rank] += p.data.nbytes
         broadcast_parameters(self.params, self.world, bucket_bytes=bucket_bytes)
+        mine = self.owned_by(self.world.rank)
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["params"] = [p for p in group["params"] if self.owner[id(p)] == self.world.rank]
+            for p in [p for p in opt.state if self.owner[id(p)] != self.world.rank]:  # a loaded state's others
+                del opt.state[p]
+        self._mine = {id(p) for p in mine}
 
     def owned_by(self, rank):
         return [p for p in self.params if self.owner[id(p)] == rank]
 
     def step(self):
         """Average each gradient onto its owner, update the owned parameters, share the results."""
+        self.sync_gradients()
+        for opt in self.optimizers:
+            opt.step()
+        self.share_updates()
+
+    def sync_gradients(self):
+        """Average each gradient onto its owner rank; the other ranks' copies become None."""
         world = self.world
         # a parameter with no gradient on any rank keeps None, as in one process
         anywhere = world.all_reduce(np.array([p.grad is not None for p in self.params], dtype=np.int32)) > 0
@@ -295,16 +334,88 @@ class ShardedOptimizer:
                     p.grad = (flat[offset:offset + p.data.size].reshape(p.data.shape) / world.size
                               if rank == world.rank else None)
                     offset += p.data.size
-        for opt in self.optimizers:
-            opt.step()
-        for rank in range(world.size):
-            broadcast_parameters(self.owned_by(rank), world, root=rank, bucket_bytes=self.bucket_bytes)
+
+    def any_rank(self, problem):
+        """The first rank's problem found in its own gradients (a string or None), on every rank."""
+        return next((found for found in self.world.all_gather_object(problem) if found is not None), None)
+
+    def clip_grad_norm_(self, max_norm):
+        """minigrad.nn.utils.clip_grad_norm_ (2-norm) over all the ranks' owned gradients: the global
+        norm is the square root of the owners' squared norms summed over the ranks."""
+        grads = [p.grad for p in self.params if id(p) in self._mine and p.grad is not None]
+        squares = sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)
+        total = math.sqrt(float(self.world.sum_values(squares)[0]))
+        coefficient = float(max_norm) / (total + 1e-6)
+        if math.isfinite(total) and coefficient < 1.0:
+            for g in grads:
+                g *= coefficient
+        return total
+
+    def share_updates(self):
+        """Broadcast every parameter from its owner, after the owners' optimizer step."""
+        for rank in range(self.world.size):
+            broadcast_parameters(self.owned_by(rank), self.world, root=rank, bucket_bytes=self.bucket_bytes)
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
+    def in_sync(self):
+        """True on every rank when all ranks hold bitwise identical weights."""
+        return parameters_match(self.params, self.world)
+
+    def full_state_dicts(self, root=0):
+        """The optimizers' whole state_dicts, as one process's optimizers would give them, gathered
+        on rank `root` (None on the others): a checkpoint any number of ranks can resume."""
+        shares = []
+        for opt, groups in zip(self.optimizers, self.full_groups):
+            index = {id(p): i for i, p in enumerate(p for group in groups for p in group)}
+            shares.append({index[id(p)]: entries for p, entries in opt.state.items()})
+        gathered = self.world.gather_object(shares, root=root)
+        if gathered is None:
+            return None
+        whole = []
+        for i, (opt, groups) in enumerate(zip(self.optimizers, self.full_groups)):
+            params = [p for group in groups for p in group]
+            state = type(opt.state)()
+            for rank_shares in gathered:
+                for idx, entries in rank_shares[i].items():
+                    state[params[idx]] = entries
+            # the optimizer's own state_dict, over its whole groups for a moment
+            cut_groups, own_state = [group["params"] for group in opt.param_groups], opt.state
+            try:
+                for group, full in zip(opt.param_groups, groups):
+                    group["params"] = full
+                opt.state = state
+                whole.append(opt.state_dict())
+            finally:
+                for group, cut in zip(opt.param_groups, cut_groups):
+                    group["params"] = cut
+                opt.state = own_state
+        return whole
+
+    def checkpoint_optimizers(self, optimizers):
+        """What a checkpoint saves of the optimizers (call on every rank): on rank 0, stand-ins whose
+        state_dict() is the whole gathered state; None on the others."""
+        whole = self.full_state_dicts()
+        return None if whole is None else [_SavedState(state) for state in whole]
+
     def state_bytes(self):
         """Bytes of optimizer state (arrays) this rank holds."""
-        return sum(v.nbytes for opt in self.optimizers for entries in opt.state.values()
-                   for v in entries.values() if isinstance(v, np.ndarray))
+        return optimizer_state_bytes(self.optimizers)
+
+
+class _SavedState:
+    """Stands for an optimizer in save_checkpoint: its state_dict() is one gathered from the ranks."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def state_dict(self):
+        return self._state
+
+
+def optimizer_state_bytes(optimizers):
+    """Bytes of the arrays (moments, momentum buffers) the optimizers keep on this rank."""
+    return sum(v.nbytes for opt in optimizers for entries in opt.state.values()
+               for v in entries.values() if isinstance(v, np.ndarray))

@@ -296,19 +296,20 @@ class CrossEntropy(Function):
 
 
 class ScaledDotProductAttention(Function):
-    """softmax(q kᵀ · scale, keys j <= i + offset) v for q (B, H, Tq, D), k and v (B, Hk, Tk, D), fused.
+    """softmax(q kᵀ · scale, keys i + offset - window <= j <= i + offset) v for q (B, H, Tq, D), k and v
+    (B, Hk, Tk, D), fused; window None is no lower bound.
 
     The kernel works in (B, T, H, D), so the usual transposed views of a projection pass without copies."""
 
-    def forward(self, q, k, v, scale, offset):
+    def forward(self, q, k, v, scale, offset, window=None):
         self.q, self.k, self.v = (x.swapaxes(1, 2) for x in (q, k, v))
-        self.scale, self.offset = scale, offset
-        self.out, self.p = kernels.attention_forward(self.q, self.k, self.v, scale, offset)
+        self.scale, self.offset, self.window = scale, offset, window
+        self.out, self.p = kernels.attention_forward(self.q, self.k, self.v, scale, offset, window)
         return self.out.swapaxes(1, 2)
 
     def backward(self, grad):
         dq, dk, dv = kernels.attention_backward(self.q, self.k, self.v, self.out, self.p, grad.swapaxes(1, 2),
-                                                self.scale, self.offset)
+                                                self.scale, self.offset, self.window)
         return dq.swapaxes(1, 2), dk.swapaxes(1, 2), dv.swapaxes(1, 2)
 
 

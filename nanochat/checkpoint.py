@@ -172,14 +172,15 @@ def _check_weights_match_config(header, config, path):
     layers = {int(m.group(1)) for name in header if (m := re.match(r"transformer\.h\.(\d+)\.", name))}
     if len(layers) != c.n_layer:
         raise ValueError(f"{path} holds {len(layers)} layers but the config says n_layer = {c.n_layer}")
-    expected = {"transformer.wte.weight": [c.vocab_size, c.n_embd], "lm_head.weight": [c.vocab_size, c.n_embd]}
+    V = c.padded_vocab_size
+    expected = {"transformer.wte.weight": [V, c.n_embd], "lm_head.weight": [V, c.n_embd]}
     if c.n_layer:
         expected["transformer.h.0.attn.c_q.weight"] = [c.n_head * c.head_dim, c.n_embd]
         expected["transformer.h.0.attn.c_k.weight"] = [c.n_kv_head * c.head_dim, c.n_embd]
     for name, shape in expected.items():
         found = header.get(name, {}).get("shape")  # a missing tensor is load_state_dict's to report
         if found is not None and found != shape:
-            raise ValueError(f"{path}: {name}: expected shape {shape} for the config (vocab_size {c.vocab_size}, "
+            raise ValueError(f"{path}: {name}: expected shape {shape} for the config ({V} vocabulary rows, "
                              f"n_embd {c.n_embd}, n_head {c.n_head}, n_kv_head {c.n_kv_head}), got {found}")
 
 

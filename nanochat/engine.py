@@ -26,9 +26,11 @@ class KVCache:
         self.max_len = max_len
         self.pos = 0  # tokens already cached, advanced once per forward after the last layer
         self.keys = self.values = None  # (n_layer, B, H, capacity, D), allocated on first insert
+        self.prev_embedding = None  # (B, 1, C): the last token's normalised embedding, for a model with smear
 
     def reset(self):
         self.pos = 0
+        self.prev_embedding = None
 
     def insert_kv(self, layer_idx, k, v):
         k, v = _arrays_to_cache(self, layer_idx, k, v)
@@ -49,6 +51,8 @@ class KVCache:
             raise ValueError(f"expand_batch needs a batch-1 cache, this one has batch {self.batch_size}")
         if self.keys is not None:
             self.keys, self.values = (np.repeat(a, n, axis=1) for a in (self.keys, self.values))
+        if self.prev_embedding is not None:
+            self.prev_embedding = np.repeat(self.prev_embedding, n, axis=0)
         self.batch_size = n
 
     def _ensure_capacity(self, needed, dtype):
@@ -99,11 +103,25 @@ class BatchKVCache:
         self.keys, self.values = np.zeros(shape, dtype), np.zeros(shape, dtype)
         self.lengths = np.zeros(max_batch, np.int64)
         self.batch_size = 0  # active rows
+        self._prev = None  # (max_batch, 1, C): each row's last token embedding, for a model with smear
 
     @property
     def pos(self):
         """Tokens cached per active row, (batch_size,)."""
         return self.lengths[:self.batch_size]
+
+    @property
+    def prev_embedding(self):  # a copy: smear reads it, then sets this forward's last embedding
+        return None if self._prev is None else self._prev[:self.batch_size].copy()
+
+    @prev_embedding.setter
+    def prev_embedding(self, x):  # (batch_size, 1, C)
+        self._prev_rows(x)[:self.batch_size] = x
+
+    def _prev_rows(self, like):
+        if self._prev is None:
+            self._prev = np.zeros((self.max_batch,) + like.shape[1:], like.dtype)
+        return self._prev
 
     def join(self, cache):
         """Copy a prefilled batch-1 KVCache into the first free row; returns that row."""
@@ -119,6 +137,8 @@ class BatchKVCache:
             self.values[:, row, :, :n] = cache.values[:, 0, :, :n]
         self.lengths[row] = n
         self.batch_size += 1
+        if cache.prev_embedding is not None:  # a model with smear
+            self._prev_rows(cache.prev_embedding)[row] = cache.prev_embedding[0]
         return row
 
     def leave(self, row):
@@ -131,6 +151,8 @@ class BatchKVCache:
             self.keys[:, row, :, :n] = self.keys[:, last, :, :n]
             self.values[:, row, :, :n] = self.values[:, last, :, :n]
             self.lengths[row] = n
+            if self._prev is not None:
+                self._prev[row] = self._prev[last]
         self.batch_size = last
 
     def insert_kv(self, layer_idx, k, v):
@@ -147,12 +169,15 @@ class BatchKVCache:
         end = int(lengths.max()) + T
         return Tensor(self.keys[layer_idx, :self.batch_size, :, :end]), Tensor(self.values[layer_idx, :self.batch_size, :, :end])
 
-    def attn_mask(self, T):
+    def attn_mask(self, T, window=None):
         """(B, 1, T, Tk) booleans for the T queries a forward adds: query t of row b sits at position
-        lengths[b] + t and sees keys 0..lengths[b] + t of its own row."""
+        lengths[b] + t and sees keys 0..lengths[b] + t of its own row (only the last `window` + 1 of
+        them with a sliding window)."""
         lengths = self.pos
-        query_pos = lengths[:, None] + np.arange(T)  # (B, T)
-        return np.arange(int(lengths.max()) + T) <= query_pos[:, None, :, None]
+        query_pos = (lengths[:, None] + np.arange(T))[:, None, :, None]  # (B, 1, T, 1)
+        key_pos = np.arange(int(lengths.max()) + T)
+        visible = key_pos <= query_pos
+        return visible if window is None else visible & (key_pos >= query_pos - window)
 
     def advance(self, num_tokens):
         self.lengths[:self.batch_size] += num_tokens

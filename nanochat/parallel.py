@@ -1,7 +1,8 @@
 """nanochat's commands under `mpiexec -n N`: the process's World, each rank's share of the batches,
 rank 0 alone printing, and errors that end every rank instead of leaving the others waiting.
 
-The gradient averaging itself is minigrad.distributed; nanochat.train.fit takes its DataParallel.
+The gradient averaging itself is minigrad.distributed; nanochat.train.fit takes its DataParallel
+(or, with --shard-optimizer, its ShardedOptimizer).
 """
 import contextlib
 import functools
@@ -98,3 +99,17 @@ def describe_global_batch(world, batch, grad_accum, unit):
     """The log line naming what one optimizer step sees over all ranks."""
     return (f"global batch: {batch} {unit} x {world.size} rank{'s' if world.size > 1 else ''} x {grad_accum} "
             f"micro-batch{'es' if grad_accum > 1 else ''} = {batch * world.size * grad_accum:,} {unit} per step")
+
+
+def add_shard_option(parser):
+    parser.add_argument("--shard-optimizer", action="store_true",
+                        help="under mpiexec: each rank keeps and updates the optimizer state of its own share of "
+                             "the parameters (about 1/ranks of it); checkpoints hold the whole state as usual (default: off)")
+
+
+def data_parallel(model, optimizers, world, shard_optimizer):
+    """What fit synchronises the ranks with: a DataParallel of the model, or a ShardedOptimizer of
+    the optimizers (built after a resumed state is loaded: it keeps this rank's share of it)."""
+    if shard_optimizer:
+        return distributed.ShardedOptimizer(optimizers, world)
+    return distributed.DataParallel(model, world)

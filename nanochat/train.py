@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import minigrad
 from minigrad import distributed
-from minigrad.nn.utils import clip_grad_norm_
+from minigrad.distributed import optimizer_state_bytes
 from minigrad.optim import Muon
 from minigrad.stability import first_nonfinite
 from nanochat.checkpoint import prune_checkpoints, save_checkpoint
@@ -29,13 +29,20 @@ class TrainingError(RuntimeError):
     """A run that cannot go on; the message says why."""
 
 
-def config_for_depth(depth, vocab_size, sequence_len, n_layer=None, n_embd=None, n_head=None, n_kv_head=None):
-    """nanochat's sizing: width = 64 x depth, heads of width 128; explicit sizes override."""
+ARCHITECTURES = {"classic": GPTConfig, "2026": GPTConfig.nanochat_2026}
+
+
+def config_for_depth(depth, vocab_size, sequence_len, n_layer=None, n_embd=None, n_head=None, n_kv_head=None,
+                     arch="classic"):
+    """nanochat's sizing: width = 64 x depth, heads of width 128; explicit sizes override. arch picks
+    the classic model or nanochat's 2026 one."""
     if depth < 1:
         raise ValueError(f"depth must be positive, got {depth}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     n_embd = depth * 64 if n_embd is None else n_embd
     n_head = max(1, (n_embd + 127) // 128) if n_head is None else n_head
-    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth if n_layer is None else n_layer,
+    return ARCHITECTURES[arch](sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth if n_layer is None else n_layer,
                      n_head=n_head, n_kv_head=n_head if n_kv_head is None else n_kv_head, n_embd=n_embd)
 
 
@@ -89,9 +96,9 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
     """Train until `steps`; returns the list of per-step log records written this call. With
     keep_last, only the newest keep_last checkpoints (and those marked keep_<step>) are kept.
 
-    `ddp`, a minigrad.distributed.DataParallel of `model`, makes this one rank of a data-parallel
-    run: the gradients, the loss and the evaluation are averaged over the ranks, and rank 0 alone
-    writes the log, the progress bar and the checkpoints."""
+    `ddp`, a minigrad.distributed.DataParallel of `model` (or a ShardedOptimizer of `optimizers`),
+    makes this one rank of a data-parallel run: the gradients, the loss and the evaluation are
+    averaged over the ranks, and rank 0 alone writes the log, the progress bar and the checkpoints."""
     ddp = distributed.DataParallel(model, distributed.World()) if ddp is None else ddp
     world = ddp.world
     out = Path(out)
@@ -111,7 +118,7 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
             lr = set_schedule(optimizers, step, steps, warmup_ratio, warmdown_ratio, final_lr_frac)
             loss, tokens = accumulate_gradients(model, loader, ddp, grad_accum)
             record = {"step": step + 1, "loss": loss if np.isfinite(loss) else None, "lr": lr}
-            bad = find_nonfinite(loss, model)
+            bad = ddp.any_rank(find_nonfinite(loss, model))
             if bad is not None:  # refused: the weights stay as they were
                 for opt in optimizers:
                     opt.zero_grad()
@@ -124,9 +131,13 @@ def fit(model, optimizers, loader, *, out, steps, start_step=0, grad_accum=1, cl
                                         f"{checkpoints.nothing_lost()}")
             else:
                 bad_streak = 0
-                record.update(apply_update(model, optimizers, clip, step + 1, checkpoints.nothing_lost))
+                record.update(apply_update(model, optimizers, ddp, clip, step + 1, checkpoints.nothing_lost))
                 checkpoints.last_loss, checkpoints.lr = loss, lr
                 record["tok_per_s"] = tokens / (time.perf_counter() - t0)
+                if world.size > 1 and not records:  # the optimizer state exists once a step has run
+                    record["optimizer_bytes"] = world.all_gather_object(optimizer_state_bytes(optimizers))
+                    say("optimizer state per rank: " + ", ".join(f"{b / 2**20:.2f} MiB"
+                                                                 for b in record["optimizer_bytes"]))
                 if evaluate_now(step + 1):
                     record["val_loss"], record["val_bpb"] = evaluate(model, val_batches, token_bytes, world)
                     say(f"step {step + 1}: val loss {record['val_loss']:.4f}, val bpb {record['val_bpb']:.4f}")
@@ -170,15 +181,17 @@ def accumulate_gradients(model, loader, ddp, grad_accum):
     return float(world.sum_values(loss)[0]) / world.size, tokens * world.size
 
 
-def apply_update(model, optimizers, clip, step, nothing_lost):
-    """Clip and step; finite gradients can still make non-finite weights (an inf learning rate):
-    such a step stops the run unsaved. Returns what the log records of the update."""
+def apply_update(model, optimizers, ddp, clip, step, nothing_lost):
+    """Clip and step (a sharded optimizer then shares each rank's updated share); finite gradients
+    can still make non-finite weights (an inf learning rate): such a step stops the run unsaved.
+    Returns what the log records of the update."""
     record = {}
     if clip:
-        record["grad_norm"] = float(clip_grad_norm_(model.parameters(), clip))
+        record["grad_norm"] = float(ddp.clip_grad_norm_(clip))
     for opt in optimizers:
         opt.step()
         opt.zero_grad()
+    ddp.share_updates()
     poisoned = first_nonfinite((name, p.data) for name, p in model.named_parameters())
     if poisoned is not None:
         raise TrainingError(f"stopping: the update of step {step} made {poisoned} non-finite; {nothing_lost()}")
@@ -205,8 +218,9 @@ class _Checkpoints:
         world = self.ddp.world
         if world.size > 1 and not self.ddp.in_sync():
             raise TrainingError(f"the ranks' weights differ at step {step}; no checkpoint was written")
+        saved_optimizers = self.ddp.checkpoint_optimizers(self.optimizers)  # a sharded state is gathered to rank 0
         if world.is_main:
-            save_checkpoint(self.out, self.model, step, optimizer=self.optimizers, loss=self.last_loss, lr=self.lr,
+            save_checkpoint(self.out, self.model, step, optimizer=saved_optimizers, loss=self.last_loss, lr=self.lr,
                             meta={**self.meta, "loader": self.loader.state_dict()})
             if self.keep_last:
                 prune_checkpoints(self.out, self.keep_last)

@@ -3,14 +3,17 @@
 Layout: q (B, Tq, H, D), k and v (B, Tk, Hk, D), out (B, Tq, H, D): the layout the projections
 produce before the heads are transposed, so the attention of a model needs no copies. Query head
 h reads key/value head h // (H / Hk) (grouped-query attention). Query i attends to keys
-j <= i + offset: offset 0 is PyTorch's top-left causal mask, offset >= Tk no mask at all.
+j <= i + offset: offset 0 is PyTorch's top-left causal mask, offset >= Tk no mask at all. A
+sliding window (flash-attention's left window_size) also hides keys j < i + offset - window: the
+query sees its own position and the `window` keys before it; None is no window.
 
 Each numba thread owns whole heads and calls numpy's single-threaded OpenBLAS on them in place
 (the row stride of a head is H * D, so no head is ever copied out). Queries go in blocks of
-ATTENTION_BLOCK rows, and a block multiplies only the keys it can see: the causal half of the scores is
-never computed. The scale rides in the GEMM's alpha; mask and softmax happen in one sweep. The
-forward keeps the probabilities P (B, H, Tq, Tk) for backward, as PyTorch's CPU math path does.
-Inputs of other dtypes, and any input without numpy's OpenBLAS (another BLAS build), take the NumPy twins.
+ATTENTION_BLOCK rows, and a block multiplies only the keys it can see: the causal half of the scores,
+and the keys left of a sliding window, are never computed. The scale rides in the GEMM's alpha; mask
+and softmax happen in one sweep. The forward keeps the probabilities P (B, H, Tq, Tk) for backward,
+as PyTorch's CPU math path does. Inputs of other dtypes, and any input without numpy's OpenBLAS
+(another BLAS build), take the NumPy twins.
 """
 import numpy as np
 from numba import njit, prange
@@ -23,24 +26,30 @@ from ._common import compiled, row_max, row_sum, vexp
 ATTENTION_BLOCK = 64
 
 
-def attention_forward_reference(q, k, v, scale, offset):
+def attention_forward_reference(q, k, v, scale, offset, window=None):
     """(out (B, Tq, H, D), probabilities (B, H, Tq, Tk)) by NumPy composites."""
+    _check(q, k, v, offset, window)
     B, Tq, H, D = q.shape
     Tk, Hk = k.shape[1], k.shape[2]
     qh = q.transpose(0, 2, 1, 3)
     kh = np.repeat(k.transpose(0, 2, 1, 3), H // Hk, axis=1)
     vh = np.repeat(v.transpose(0, 2, 1, 3), H // Hk, axis=1)
     scores = (qh @ kh.swapaxes(-1, -2)) * q.dtype.type(scale)
-    visible = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + min(offset, Tk)  # min: no int64 overflow
+    last = np.arange(Tq)[:, None] + min(offset, Tk)  # the last key each query sees (min: no int64 overflow)
+    visible = np.arange(Tk)[None, :] <= last
+    if window is not None:
+        visible &= np.arange(Tk)[None, :] >= last - window
     scores = np.where(visible, scores, -np.inf)
     p = np.exp(scores - scores.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     return (p @ vh).transpose(0, 2, 1, 3), p
 
 
-def attention_backward_reference(q, k, v, out, p, grad, scale, offset):
+def attention_backward_reference(q, k, v, out, p, grad, scale, offset, window=None):
     """(dq, dk, dv) in the layouts of q, k and v, given out and P from the forward (whose zeros
-    already carry the mask: offset is for the fast twin, which skips the keys a query cannot see)."""
+    already carry the mask: offset and window are for the fast twin, which skips the keys a query
+    cannot see)."""
+    _check(q, k, v, offset, window)
     _check_backward(q, k, out, p, grad)
     B, Tq, H, D = q.shape
     Hk = k.shape[2]
@@ -57,30 +66,31 @@ def attention_backward_reference(q, k, v, out, p, grad, scale, offset):
 
 
 @njit(cache=True)
-def _visible(i, offset, Tk):
-    """Keys query row i sees."""
-    return min(Tk, i + offset + 1)
+def _visible(i, offset, window, Tk):
+    """The keys lo..hi-1 that query row i sees (window >= Tq + Tk: no window)."""
+    return max(0, i + offset - window), min(Tk, i + offset + 1)
 
 
 @njit(cache=True)
-def _softmax_rows(p, i0, i1, offset):
-    """In place on rows i0..i1 of one pair's scaled scores p (Tq, Tk): mask keys j > i + offset, softmax
-    (masked entries become exact zeros). Each loop reads and writes one array: with two names for the
-    same row LLVM's alias check fails at run time and takes its scalar loop (4-6x slower)."""
+def _softmax_rows(p, i0, i1, offset, window):
+    """In place on rows i0..i1 of one pair's scaled scores p (Tq, Tk): mask the keys outside each row's
+    lo..hi-1, softmax (masked entries become exact zeros). Each loop reads and writes one array: with
+    two names for the same row LLVM's alias check fails at run time and takes its scalar loop (4-6x slower)."""
     for i in range(i0, i1):
-        n = _visible(i, offset, p.shape[1])
-        row = p[i, :n]
+        lo, hi = _visible(i, offset, window, p.shape[1])
+        row = p[i, lo:hi]
         m = row_max(row)
-        for j in range(n):
+        for j in range(hi - lo):
             row[j] = vexp(row[j] - m)
         inv = row.dtype.type(1.0 / row_sum(row))
-        for j in range(n):
+        for j in range(hi - lo):
             row[j] *= inv
-        p[i, n:] = 0
+        p[i, :lo] = 0
+        p[i, hi:] = 0
 
 
 @njit(cache=True, parallel=True)
-def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, block, out, p):
+def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, window, block, out, p):
     """q, k, v are addresses with element strides qs, ks, vs = (batch, time, head); out and p arrays."""
     B, Tq, H, D = out.shape
     item = out.itemsize
@@ -94,17 +104,18 @@ def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, block, out, p)
         pa = p.ctypes.data + bh * Tq * Tk * item
         for i0 in range(0, Tq, block):
             i1 = min(Tq, i0 + block)
-            n = _visible(i1 - 1, offset, Tk)
-            rows_p = pa + i0 * Tk * item
-            blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, n, D, scale, qa + i0 * qs[1] * item, qs[1],
-                      ka, ks[1], zero, rows_p, Tk)  # S = scale Q K^T
-            _softmax_rows(p[b, h], i0, i1, offset)
-            blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, n, one, rows_p, Tk, va, vs[1], zero,
-                      oa + i0 * H * D * item, H * D)  # O = P V
+            lo, _ = _visible(i0, offset, window, Tk)  # the block's keys: lo..hi-1
+            _, hi = _visible(i1 - 1, offset, window, Tk)
+            rows_p = pa + (i0 * Tk + lo) * item
+            blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, hi - lo, D, scale, qa + i0 * qs[1] * item,
+                      qs[1], ka + lo * ks[1] * item, ks[1], zero, rows_p, Tk)  # S = scale Q K^T
+            _softmax_rows(p[b, h], i0, i1, offset, window)
+            blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, hi - lo, one, rows_p, Tk,
+                      va + lo * vs[1] * item, vs[1], zero, oa + i0 * H * D * item, H * D)  # O = P V
 
 
 @njit(cache=True, parallel=True)
-def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, block, dq, dk, dv):
+def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, window, block, dq, dk, dv):
     """q, k, v and the output's gradient g are addresses with element strides (batch, time, head);
     p, delta = rowsum(g * out) (B, H, Tq) and the outputs are arrays. dk and dv must come in zeroed:
     the query heads of a key/value head accumulate into them, so each iteration owns one (batch,
@@ -124,26 +135,30 @@ def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, bloc
             pa = p.ctypes.data + (b * H + h) * Tq * Tk * item
             for i0 in range(0, Tq, block):
                 i1 = min(Tq, i0 + block)
-                n = _visible(i1 - 1, offset, Tk)
+                lo, _ = _visible(i0, offset, window, Tk)  # the block's keys: lo..hi-1
+                _, hi = _visible(i1 - 1, offset, window, Tk)
+                n = hi - lo
                 qa = q + (b * qs[0] + i0 * qs[1] + h * qs[2]) * item
                 ga = g + (b * gs[0] + i0 * gs[1] + h * gs[2]) * item
                 dqa = dq.ctypes.data + ((b * Tq + i0) * H + h) * D * item
-                rows_p, rows_ds = pa + i0 * Tk * item, ds.ctypes.data + i0 * Tk * item
+                rows_p, rows_ds = pa + (i0 * Tk + lo) * item, ds.ctypes.data + (i0 * Tk + lo) * item
+                ka_lo, va_lo = ka + lo * ks[1] * item, va + lo * vs[1] * item
+                dka_lo, dva_lo = dka + lo * Hk * D * item, dva + lo * Hk * D * item
                 blas.gemm(address, blas.TRANS, blas.NO_TRANS, n, D, i1 - i0, one, rows_p, Tk, ga, gs[1], one,
-                          dva, Hk * D)  # dV += P^T dO
-                blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, n, D, one, ga, gs[1], va, vs[1], zero,
+                          dva_lo, Hk * D)  # dV += P^T dO
+                blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, n, D, one, ga, gs[1], va_lo, vs[1], zero,
                           rows_ds, Tk)  # dP = dO V^T
                 for i in range(i0, i1):  # dS = P * (dP - delta) * scale
                     d, prow, drow = delta[b, h, i], p[b, h, i], ds[i]
-                    for j in range(n):
+                    for j in range(lo, hi):
                         drow[j] = prow[j] * (drow[j] - d) * scale
-                blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, n, one, rows_ds, Tk, ka, ks[1],
+                blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, n, one, rows_ds, Tk, ka_lo, ks[1],
                           zero, dqa, H * D)  # dQ = dS K
                 blas.gemm(address, blas.TRANS, blas.NO_TRANS, n, D, i1 - i0, one, rows_ds, Tk, qa, qs[1], one,
-                          dka, Hk * D)  # dK += dS^T Q
+                          dka_lo, Hk * D)  # dK += dS^T Q
 
 
-def _check(q, k, v, offset):
+def _check(q, k, v, offset, window):
     for x in (q, k, v):
         if x.ndim != 4 or x.dtype != q.dtype:
             raise ValueError(f"attention needs 4-D q, k, v of one dtype, got {q.shape} {k.shape} {v.shape}")
@@ -152,6 +167,9 @@ def _check(q, k, v, offset):
         raise ValueError(f"attention shapes do not fit: q {q.shape}, k {k.shape}, v {v.shape}")
     if offset < 0:
         raise ValueError(f"attention offset must be >= 0 (every query sees key 0), got {offset}")
+    if window is not None and (window < 0 or Tq + offset > k.shape[1]):
+        raise ValueError(f"an attention window must be >= 0 and every query's own key present "
+                         f"(Tq + offset <= Tk), got window {window}, Tq {Tq}, offset {offset}, Tk {k.shape[1]}")
 
 
 def _check_backward(q, k, out, p, grad):
@@ -159,6 +177,11 @@ def _check_backward(q, k, out, p, grad):
     for name, x, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("p", p, (B, H, Tq, k.shape[1]))):
         if x.shape != shape or x.dtype != q.dtype:
             raise ValueError(f"attention_backward {name} must be {q.dtype} of shape {shape}, got {x.dtype} {x.shape}")
+
+
+def _window(window, q, k):
+    """The window as the kernels take it: an int, Tq + Tk (wider than any row) for None."""
+    return q.shape[1] + k.shape[1] if window is None else min(window, q.shape[1] + k.shape[1])
 
 
 def _address(q, k):
@@ -183,31 +206,31 @@ def _strided(x):
     return x, x.ctypes.data, tuple(strides)
 
 
-def attention_forward(q, k, v, scale, offset):
+def attention_forward(q, k, v, scale, offset, window=None):
     """Fast twin of attention_forward_reference."""
-    _check(q, k, v, offset)
+    _check(q, k, v, offset, window)
     address = _address(q, k)
     if address is None:
-        return attention_forward_reference(q, k, v, scale, offset)
+        return attention_forward_reference(q, k, v, scale, offset, window)
     (q, *qa), (k, *ka), (v, *va) = (_strided(x) for x in (q, k, v))
     B, Tq, H, D = q.shape
     out = np.empty((B, Tq, H, D), q.dtype)
     p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
-    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]), ATTENTION_BLOCK,
-             out, p)
+    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]),
+             _window(window, q, k), ATTENTION_BLOCK, out, p)
     return out, p
 
 
-def attention_backward(q, k, v, out, p, grad, scale, offset):
+def attention_backward(q, k, v, out, p, grad, scale, offset, window=None):
     """Fast twin of attention_backward_reference."""
-    _check(q, k, v, offset)
+    _check(q, k, v, offset, window)
     _check_backward(q, k, out, p, grad)
     address = _address(q, k)
     if address is None:
-        return attention_backward_reference(q, k, v, out, p, grad, scale, offset)
+        return attention_backward_reference(q, k, v, out, p, grad, scale, offset, window)
     (q, *qa), (k, *ka), (v, *va), (grad, *ga) = (_strided(x) for x in (q, k, v, grad))
     delta = np.ascontiguousarray(np.einsum("bthd,bthd->bht", grad, out))
     dq, dk, dv = np.empty(q.shape, q.dtype), np.zeros(k.shape, k.dtype), np.zeros(v.shape, v.dtype)
     _backward(address, *qa, *ka, *va, *ga, np.ascontiguousarray(p), delta, scale, min(offset, k.shape[1]),
-              ATTENTION_BLOCK, dq, dk, dv)
+              _window(window, q, k), ATTENTION_BLOCK, dq, dk, dv)
     return dq, dk, dv

@@ -259,6 +259,26 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, enabl
     return scores.softmax(-1) @ v
 
 
+def causal_attention(q, k, v, window=None, enable_gqa=False, scale=None):
+    """Causal attention of queries q (B, Hq, Tq, D) that are the last Tq of the Tk key positions in
+    k and v (B, Hk, Tk, D): flash-attention's bottom-right alignment, so training (Tq == Tk), a
+    KV-cache decode step (Tq == 1) and a chunk on top of a cache are one call. With a window (a
+    minigrad extension, flash-attention's window_size=(window, 0)) a query sees its own position and
+    the `window` keys before it; the fused kernel never computes the keys left of that."""
+    tq, tk = q.shape[-2], k.shape[-2]
+    if tq > tk:
+        raise ValueError(f"causal_attention needs at least as many keys as queries, got {tq} queries, {tk} keys")
+    if window is not None and (not isinstance(window, (int, np.integer)) or window < 0):
+        raise ValueError(f"window must be a non-negative integer or None, got {window!r}")
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    if _fusable(q, k, v) and (enable_gqa or q.shape[1] == k.shape[1]):
+        return ops.ScaledDotProductAttention.apply(q, k, v, scale=float(scale), offset=tk - tq, window=window)
+    last = np.arange(tq)[:, None] + (tk - tq)  # the last key each query sees
+    keys = np.arange(tk)[None, :]
+    mask = (keys <= last) & (keys >= last - (tk if window is None else window))
+    return scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa, scale=scale)
+
+
 def _fusable(q, k, v):
     """The fused kernel takes non-empty (B, H, T, D) float32/float64 operands of one dtype and batch, k and v alike."""
     return (q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype

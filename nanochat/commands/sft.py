@@ -8,7 +8,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from minigrad.distributed import DataParallel
 from minigrad.serialization import write_atomic
 from nanochat import parallel, tasks
 from nanochat.checkpoint import latest_step, load_model_and_tokenizer, saved_steps
@@ -51,6 +50,7 @@ def register(sub):
     p.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0)")
     p.add_argument("--warmdown-ratio", type=float, default=S, help="fraction of steps warming down (default 0.2)")
     p.add_argument("--clip", type=float, default=S, help=f"max gradient norm, 0 for none (default {d['clip']})")
+    parallel.add_shard_option(p)
     p.add_argument("--seed", type=int, default=S, help="seed for the synthetic items and batch order (default 0)")
     p.add_argument("--eval-every", type=int, default=S, help=f"steps between validations (default {d['eval_every']})")
     p.add_argument("--save-every", type=int, default=S, help=f"steps between checkpoints (default {d['save_every']})")
@@ -99,7 +99,7 @@ def _sft(args, src, out, given):
         eval_every=hp["eval_every"], save_every=hp["save_every"], val_batches=val,
         token_bytes=tokenizer.token_bytes, warmup_ratio=0.0, warmdown_ratio=hp["warmdown_ratio"],
         final_lr_frac=0.0, meta={"sft_args": hp, "source": str(src), "pretrained_accuracy": pretrained}, desc="sft",
-        keep_last=args.keep_last, ddp=DataParallel(model, world))
+        keep_last=args.keep_last, ddp=parallel.data_parallel(model, optimizers, world, args.shard_optimizer))
 
     finished = world.broadcast_object(latest_step(out) == hp["steps"] if world.is_main else None)  # rank 0 saved
     if held_out is not None and finished:  # not after a Ctrl-C stop

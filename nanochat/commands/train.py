@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-from minigrad.distributed import DataParallel
 from nanochat import parallel
 from nanochat.checkpoint import check_vocab, latest_step, saved_steps
 from nanochat.commands.options import (Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types,
@@ -18,7 +17,7 @@ from nanochat.tokenizer import Tokenizer
 from nanochat.train import config_for_depth, fit, plot_losses
 
 TRAIN_DEFAULTS = dict(
-    data=None, depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
+    data=None, arch="classic", depth=2, n_layer=None, n_embd=None, n_head=None, n_kv_head=None, vocab_size=2048,
     batch_size=16, seq_len=128, steps=200, grad_accum=1, matrix_lr=0.02, embedding_lr=0.2,
     unembedding_lr=0.004, weight_decay=0.0, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
     clip=1.0, seed=0, val_fraction=0.1, eval_every=50, eval_batches=8, save_every=100,
@@ -26,7 +25,7 @@ TRAIN_DEFAULTS = dict(
 
 
 # what fixes the model and the data stream: a resumed run must keep them
-FIXED_ON_RESUME = ("data", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
+FIXED_ON_RESUME = ("data", "arch", "depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size",
                    "seq_len", "seed", "val_fraction")
 _INT_OPTIONS = ("depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size", "batch_size", "seq_len", "steps",
                "grad_accum", "seed", "eval_every", "eval_batches", "save_every")
@@ -34,7 +33,9 @@ _INT_OPTIONS = ("depth", "n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size
 
 def _check_train_args(hp):
     """Every option, before anything is written to disk."""
-    check_option_types(hp, _INT_OPTIONS, nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
+    check_option_types(hp, _INT_OPTIONS, texts=("data", "arch"), nullable=("n_layer", "n_embd", "n_head", "n_kv_head"))
+    if hp["arch"] not in ("classic", "2026"):  # an edited meta on --resume
+        raise ValueError(f"--arch must be classic or 2026, got {hp['arch']!r}")
     for name in ("steps", "batch_size", "seq_len", "grad_accum", "vocab_size", "depth", "eval_batches"):
         if hp[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {hp[name]}")
@@ -61,6 +62,8 @@ def register(sub):
     d = TRAIN_DEFAULTS
     p.add_argument("--data", default=S, help="a text file or a folder of .txt files (default: CPython's bundled docs)")
     p.add_argument("--out", default="runs/base", help="output directory for tokenizer, checkpoints, logs (default: %(default)s)")
+    p.add_argument("--arch", choices=("classic", "2026"), default=S,
+                   help="classic: nanochat's first model; 2026: nanochat's current one (default classic)")
     p.add_argument("--depth", type=int, default=S, help=f"model size as in nanochat: width 64*depth (default {d['depth']})")
     for name in ("n_layer", "n_embd", "n_head", "n_kv_head"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=S,
@@ -78,6 +81,7 @@ def register(sub):
     p.add_argument("--warmdown-ratio", type=float, default=S, help="fraction of steps warming down (default 0.2)")
     p.add_argument("--final-lr-frac", type=float, default=S, help="lr multiplier at the end (default 0)")
     p.add_argument("--clip", type=float, default=S, help=f"max gradient norm, 0 for none (default {d['clip']})")
+    parallel.add_shard_option(p)
     p.add_argument("--seed", type=int, default=S, help="seed for weights and batch order (default 0)")
     p.add_argument("--val-fraction", type=float, default=S, help="tail of the data held out (default 0.1)")
     p.add_argument("--eval-every", type=int, default=S, help=f"steps between validations (default {d['eval_every']})")
@@ -128,7 +132,7 @@ def _train(args, out, given):
     if meta is None and world.is_main:  # saved only once the data has proved usable
         tokenizer.save(out)
     c = model.config
-    print(f"model: {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
+    print(f"model: {hp['arch']}, {c.n_layer} layers, width {c.n_embd}, {c.n_head} heads ({c.n_kv_head} kv), "
           f"{model.num_parameters():,} parameters; {len(train_tokens):,} train / {len(val_tokens):,} val tokens")
     print(parallel.describe_global_batch(world, hp["batch_size"] * hp["seq_len"], hp["grad_accum"], "tokens"))
 
@@ -138,7 +142,7 @@ def _train(args, out, given):
             save_every=hp["save_every"], val_batches=val, token_bytes=tokenizer.token_bytes,
             warmup_ratio=hp["warmup_ratio"], warmdown_ratio=hp["warmdown_ratio"], final_lr_frac=hp["final_lr_frac"],
             meta={"train_args": hp, "unigram_loss": unigram_loss(train_tokens, val_tokens)}, keep_last=args.keep_last,
-            ddp=DataParallel(model, world))
+            ddp=parallel.data_parallel(model, optimizers, world, args.shard_optimizer))
     except BaseException:
         if world.is_main and meta is None and not saved_steps(out):  # nothing saved: never reuse this tokenizer
             for p in out.glob("tokenizer.*"):
@@ -163,7 +167,7 @@ def _start(args, out, given):
 
 def _config(hp, vocab_size):
     return config_for_depth(hp["depth"], vocab_size, hp["seq_len"], hp["n_layer"], hp["n_embd"], hp["n_head"],
-                            hp["n_kv_head"])
+                            hp["n_kv_head"], hp["arch"])
 
 
 def _tokenizer(out, text, hp, resuming):

@@ -188,6 +188,7 @@ import json, sys
 import numpy as np
 from minigrad import Tensor, distributed, nn
 from minigrad.optim import AdamW
+from minigrad.nn.utils import clip_grad_norm_
 
 world = distributed.init()
 rng = np.random.default_rng(7)
@@ -221,9 +222,39 @@ ref_opt = AdamW(reference.parameters(), lr=0.05, weight_decay=0.1)
 train(reference, ref_opt.step, ref_opt.zero_grad, x_all, y_all)
 diff = max(float(np.abs(a.data - b.data).max()) for a, b in zip(model.parameters(), reference.parameters()))
 full_state = sum(v.nbytes for e in ref_opt.state.values() for v in e.values() if isinstance(v, np.ndarray))
+
+def state_diff(whole, ref):  # whole state_dicts: the same entries, arrays within float32 rounding
+    if whole is None:
+        return None
+    assert whole["param_groups"] == ref["param_groups"] and whole["state"].keys() == ref["state"].keys()
+    return max(float(np.abs(np.asarray(whole["state"][i][k]) - np.asarray(v)).max())
+               for i in ref["state"] for k, v in ref["state"][i].items())
+
+# clipping between the reduction and the update: the norm of the whole gradient, from the owners' shares
+clipped = MLP(seed=world.rank)
+clip_opt = AdamW(clipped.parameters(), lr=0.05)
+clip_sharded = distributed.ShardedOptimizer(clip_opt, world)
+clip_ref = MLP(seed=0)
+clip_ref_opt = AdamW(clip_ref.parameters(), lr=0.05)
+norms, ref_norms = [], []
+def sharded_clipped_step():
+    clip_sharded.sync_gradients()
+    norms.append(clip_sharded.clip_grad_norm_(0.05))
+    clip_opt.step()
+    clip_sharded.share_updates()
+def reference_clipped_step():
+    ref_norms.append(clip_grad_norm_(clip_ref.parameters(), 0.05))
+    clip_ref_opt.step()
+train(clipped, sharded_clipped_step, clip_sharded.zero_grad, world.shard(x_all), world.shard(y_all))
+train(clip_ref, reference_clipped_step, clip_ref_opt.zero_grad, x_all, y_all)
+whole = sharded.full_state_dicts()  # every rank takes part; rank 0 receives
 with open(f"{sys.argv[1]}/rank{world.rank}.json", "w") as f:
     json.dump(dict(max_diff=diff, synced=distributed.parameters_match(model.parameters(), world),
-                   state_bytes=sharded.state_bytes(), full_state_bytes=full_state), f)
+                   state_bytes=sharded.state_bytes(), full_state_bytes=full_state,
+                   whole_state_diff=state_diff(whole[0] if whole else None, ref_opt.state_dict()),
+                   norms=norms, ref_norms=ref_norms,
+                   clipped_diff=max(float(np.abs(a.data - b.data).max())
+                                    for a, b in zip(clipped.parameters(), clip_ref.parameters()))), f)
 """
 
 
@@ -239,3 +270,10 @@ def test_sharded_optimizer_matches_one_process_with_a_share_of_the_state(tmp_pat
         assert 0 < r["state_bytes"] < r["full_state_bytes"]
     # every parameter's moments live on exactly one rank
     assert reports[0]["state_bytes"] + reports[1]["state_bytes"] == reports[0]["full_state_bytes"]
+    # rank 0 gathers the whole state, as one process's optimizer holds it
+    assert reports[0]["whole_state_diff"] < 1e-5 and reports[1]["whole_state_diff"] is None
+    # clipping uses the norm of the whole gradient (the steps clip: the norms exceed 0.05)
+    for r in reports:
+        assert min(r["ref_norms"]) > 0.05
+        np.testing.assert_allclose(r["norms"], r["ref_norms"], rtol=1e-5)
+        assert r["clipped_diff"] < 1e-5, r

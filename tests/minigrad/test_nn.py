@@ -480,3 +480,30 @@ def test_sdpa_without_head_dims():
 def test_sdpa_value_dim_differs_from_key_dim():
     helper_test_op([(1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 6)], F.scaled_dot_product_attention,
                    TF.scaled_dot_product_attention)
+
+
+def _torch_causal_attention(q, k, v, window=None, enable_gqa=False):
+    """nanochat's SDPA fallback for flash-attention: bottom-right causal, then a band of window + 1 keys."""
+    tq, tk = q.size(-2), k.size(-2)
+    row, col = (tk - tq) + torch.arange(tq)[:, None], torch.arange(tk)[None, :]
+    mask = (col <= row) & ((row - col <= window) if window is not None else True)
+    return TF.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
+
+
+@pytest.mark.parametrize("tq, tk, window", [(6, 6, None), (6, 6, 2), (1, 7, 3), (3, 9, 4), (5, 5, 0), (4, 4, 10)])
+@pytest.mark.parametrize("hq, hk", [(2, 2), (4, 2)])
+def test_causal_attention_bottom_right_with_window(tq, tk, window, hq, hk):
+    """The fused path, and the composite one (value width differs from key width), against torch."""
+    kw = dict(window=window, enable_gqa=hq != hk)
+    helper_test_op([(2, hq, tq, 8), (2, hk, tk, 8), (2, hk, tk, 8)],
+                   lambda q, k, v: F.causal_attention(q, k, v, **kw), lambda q, k, v: _torch_causal_attention(q, k, v, **kw))
+    helper_test_op([(2, hq, tq, 8), (2, hk, tk, 8), (2, hk, tk, 6)],
+                   lambda q, k, v: F.causal_attention(q, k, v, **kw), lambda q, k, v: _torch_causal_attention(q, k, v, **kw))
+
+
+@pytest.mark.parametrize("tq, tk, window, match", [(3, 2, None, "at least as many keys"), (2, 2, -1, "window must"),
+                                                    (2, 2, 1.5, "window must")])
+def test_causal_attention_rejects_bad_input(tq, tk, window, match):
+    with pytest.raises(ValueError, match=match):
+        F.causal_attention(Tensor(np.zeros((1, 1, tq, 4), np.float32)), *[Tensor(np.zeros((1, 1, tk, 4), np.float32))] * 2,
+                           window=window)

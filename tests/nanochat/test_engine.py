@@ -700,3 +700,17 @@ def test_step_hands_events_to_emit_as_they_happen(batch_model):
     while engine.has_work():
         engine.step(emit=lambda e: None)
     assert [a.tokens, b.tokens] == [s.tokens for s in reference]
+
+
+def test_a_2026_model_with_sliding_windows_decodes_batched_as_alone():
+    """nanochat's 2026 preset (smear, value embeddings, windows): rows at their own positions, past the
+    128-key short window, give the tokens each prompt gets alone through generate."""
+    m = GPT(GPTConfig.nanochat_2026(sequence_len=512, vocab_size=V_BATCH, n_layer=2, n_head=2, n_kv_head=1, n_embd=32))
+    assert m.window_sizes[0] == 128 < 512
+    rng = np.random.default_rng(1)
+    for _, p in m.named_parameters():
+        p.data[...] = rng.normal(0, 0.3, p.shape)
+    prompts = [list(rng.integers(0, V_BATCH, n)) for n in (150, 3, 200, 131)]
+    together = [greedy(p, 8) for p in prompts]
+    run_until_idle(BatchedEngine(m, max_batch=4), together, join_after=[0, 0, 2, 3])
+    assert [s.tokens for s in together] == [list(generate(m, p, 8, temperature=0)) for p in prompts]

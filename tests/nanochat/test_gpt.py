@@ -41,7 +41,9 @@ def expected_layout(cfg):
 def test_config_defaults_are_nanochats():
     cfg = GPTConfig()
     assert cfg.to_dict() == dict(sequence_len=1024, vocab_size=50304, n_layer=12, n_head=6, n_kv_head=6,
-                                 n_embd=768, rope_base=10000.0, softcap=15.0, norm_eps=float(np.finfo(np.float32).eps))
+                                 n_embd=768, rope_base=10000.0, softcap=15.0, norm_eps=float(np.finfo(np.float32).eps),
+                                 pad_vocab_size_to=1, window_pattern="", qk_scale=1.0, layer_lambdas=False,
+                                 value_embeds=False, smear=False, backout=False, recipe="classic")
     assert cfg.head_dim == 128
 
 

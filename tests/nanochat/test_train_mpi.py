@@ -116,6 +116,33 @@ def test_checkpoints_resume_across_rank_counts(runs, data, tmp_path, source, ran
     np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in full], rtol=RTOL)
 
 
+def test_a_sharded_optimizer_trains_as_the_unsharded_run_on_half_the_memory(runs, data, tmp_path):
+    base, _, _ = runs
+    out = tmp_path / "sharded"
+    result = nanochat("train", "--data", data, "--out", out, *TRAIN, "--shard-optimizer", ranks=2)
+    plain, sharded = log(base / "two"), log(out)
+    # each gradient is summed onto its owner from the same two halves the all-reduce adds, and
+    # clipping adds the owners' squared norms: RTOL (bitwise equal in practice)
+    np.testing.assert_allclose([r["loss"] for r in sharded], [r["loss"] for r in plain], rtol=RTOL)
+    np.testing.assert_allclose([r["grad_norm"] for r in sharded], [r["grad_norm"] for r in plain], rtol=RTOL)
+    # every rank of the plain run holds the whole state; the sharded ranks split it about evenly
+    whole, per_rank = plain[0]["optimizer_bytes"], sharded[0]["optimizer_bytes"]
+    assert len(per_rank) == 2 and sum(per_rank) == whole[0] and all(0.4 <= b / whole[0] <= 0.6 for b in per_rank)
+    assert result.stdout.count("optimizer state per rank:") == 1
+    # the checkpoint holds the whole state, gathered on rank 0: the plain run's checkpoint exactly
+    for kind in ("optim", "model"):
+        a, b = (load(base / "two" / f"{kind}_000006.safetensors"), load(out / f"{kind}_000006.safetensors"))
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_allclose(b[name], a[name], rtol=RTOL, atol=1e-7, err_msg=name)
+    # and a sharded run resumes from it as if never stopped
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    drop_last_checkpoint(resumed)
+    nanochat("train", "--data", data, "--out", resumed, "--resume", "--shard-optimizer", *TRAIN, ranks=2)
+    np.testing.assert_allclose([r["loss"] for r in log(resumed)], [r["loss"] for r in plain], rtol=RTOL)
+
+
 class FakeWorld:
     def __init__(self, rank, size):
         self.rank, self.size = rank, size
