@@ -2,6 +2,8 @@
 
     python benchmarks/bench_gpt.py [--sizes tiny,small] [--sections train,decode,memory,mfu]
                                    [--repeats 7] [--threads N] [--json PATH]
+    python benchmarks/bench_gpt.py --sizes medium,long2k,long4k --sections train,memory
+    python benchmarks/bench_gpt.py --sections scaling --json scaling.json --plot scaling.png
 
 Both sides get the same weights, the same data and the same thread count (OpenBLAS, numba and
 torch.set_num_threads). Sections:
@@ -15,6 +17,11 @@ torch.set_num_threads). Sections:
   ru_maxrss without the parent's RSS that Linux carries into a child across fork + exec).
 - mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
   throughput of a large GEMM measured in this run.
+- scaling: train step time and tokens/s of both sides over depth (nanochat's sizing: n_layer = depth,
+  width 64 x depth, heads of width 128; B=1, T=512) and over the context (4 layers, width 256, B=1,
+  T = 128 ... 4096), each point a race as in train (--scaling-repeats rounds); --plot draws it (log axes).
+Sizes: tiny, small; medium (nanochat d12: 12 layers, width 768, vocab 32768, B=4, T=512); long2k and
+long4k (4 layers, width 256, B=1, T=2048 / 4096).
 Prints a Markdown table (ratio = minigrad / PyTorch) and writes JSON with --json.
 """
 import argparse
@@ -47,17 +54,34 @@ from nanochat.engine import KVCache  # noqa: E402
 from nanochat.gpt import GPT, GPTConfig  # noqa: E402
 from nanochat.torch_gpt import TorchGPT, TorchKVCache  # noqa: E402
 
+def _long(T):
+    return dict(sequence_len=T, vocab_size=4096, n_layer=4, n_head=2, n_kv_head=2, n_embd=256), 1
+
+
+def _depth(d, T=512):
+    """nanochat's sizing for a depth: width 64 x depth, heads of width 128."""
+    heads = max(1, d // 2)
+    return dict(sequence_len=T, vocab_size=4096, n_layer=d, n_head=heads, n_kv_head=heads, n_embd=64 * d), 1
+
+
 SIZES = {
     "tiny": (dict(sequence_len=128, vocab_size=256, n_layer=4, n_head=4, n_kv_head=4, n_embd=128), 8),
     "small": (dict(sequence_len=256, vocab_size=4096, n_layer=6, n_head=6, n_kv_head=6, n_embd=384), 8),
+    "medium": (dict(sequence_len=512, vocab_size=32768, n_layer=12, n_head=6, n_kv_head=6, n_embd=768), 4),
+    "long2k": _long(2048),
+    "long4k": _long(4096),
 }
+# the scaling sheet: (axis, value) -> size
+SCALING = {**{("depth", d): _depth(d) for d in (2, 4, 8, 12)},
+           **{("T", t): _long(t) for t in (128, 256, 512, 1024, 2048, 4096)}}
 PREFILL = 16
 
 
 def build(size, seed=0, sides=("minigrad", "torch")):
     """(config, batch, minigrad GPT, TorchGPT with the same weights, inputs, targets); a side
-    not in `sides` is None (the memory subprocesses build only their own)."""
-    kw, batch = SIZES[size]
+    not in `sides` is None (the memory subprocesses build only their own). size: a name of SIZES
+    or a (kwargs, batch) pair."""
+    kw, batch = SIZES[size] if isinstance(size, str) else size
     config = GPTConfig(**kw)
     model = GPT(config, seed=seed)
     # random weights everywhere (the default init zeroes lm_head and c_proj, which would make
@@ -202,6 +226,51 @@ def gemm_peak(n=2048, repeats=5):
     return max(best.values()), best
 
 
+# ---- scaling sheet ------------------------------------------------------------------------------
+
+def scaling(repeats, warmup):
+    """{axis: [{value, tokens, step_s: {side: s}, tok_per_s: {side: tok/s}}]} over SCALING."""
+    sheet = {}
+    for (axis, value), size in SCALING.items():
+        config, batch, model, tmodel, x, y = build(size)
+        t = race({"minigrad": minigrad_train_step(model, x, y), "torch": torch_train_step(tmodel, x, y)},
+                 repeats, warmup)
+        tokens = batch * config.sequence_len
+        sheet.setdefault(axis, []).append(dict(value=value, tokens=tokens, step_s=t,
+                                               tok_per_s={k: tokens / v for k, v in t.items()}))
+        print(f"scaling {axis}={value}: minigrad {t['minigrad']:.3g} s, torch {t['torch']:.3g} s, "
+              f"ratio {t['minigrad'] / t['torch']:.2f}", file=sys.stderr)
+        del model, tmodel
+    return sheet
+
+
+def plot_scaling(sheet, path, threads):
+    """Step time of both sides over each axis (log-log), the ratio on a second axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = {"depth": "depth (layers; width 64 x depth; B=1, T=512)", "T": "context T (4 layers, width 256, B=1)"}
+    fig, axes = plt.subplots(1, len(sheet), figsize=(6 * len(sheet), 4.5))
+    for ax, (axis, points) in zip(np.atleast_1d(axes), sheet.items()):
+        xs = [p["value"] for p in points]
+        for side, style in (("minigrad", "o-"), ("torch", "s--")):
+            ax.plot(xs, [1e3 * p["step_s"][side] for p in points], style, label=side)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [str(v) for v in xs])
+        ax.set_xlabel(labels.get(axis, axis))
+        ax.set_ylabel("train step (ms)")
+        ratio = ax.twinx()
+        ratio.plot(xs, [p["step_s"]["minigrad"] / p["step_s"]["torch"] for p in points], "k:", alpha=0.6)
+        ratio.set_ylabel("minigrad / PyTorch (dotted)")
+        ratio.set_ylim(0, 2)
+        ax.legend(loc="upper left")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"Train step cost, minigrad vs PyTorch, float32, {threads} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main():
@@ -212,7 +281,10 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--decode-len", type=int, default=None, help="decode up to this many positions "
                     "(default: the full sequence length)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps of each side before a race")
+    ap.add_argument("--scaling-repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="PNG of the scaling sheet")
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -228,12 +300,12 @@ def main():
         peak, per_lib = gemm_peak()
         results["gemm_peak_gflops"] = peak / 1e9
         results["gemm_gflops"] = {k: v / 1e9 for k, v in per_lib.items()}
-    for size in sizes:
+    for size in (sizes if sections - {"scaling"} else []):
         config, batch, model, tmodel, x, y = build(size)
         res = results["sizes"][size] = {}
         if "train" in sections or "mfu" in sections:
             t = race({"minigrad": minigrad_train_step(model, x, y), "torch": torch_train_step(tmodel, x, y)},
-                     args.repeats)
+                     args.repeats, args.warmup)
             res["train_s"] = t
             rows.append((f"{size} train step (ms)", 1e3 * t["minigrad"], 1e3 * t["torch"]))
             if "mfu" in sections:
@@ -263,6 +335,14 @@ def main():
             m = res["peak_rss_mb"] = {side: peak_memory(side, size, args.threads) for side in ("minigrad", "torch")}
             rows.append((f"{size} train peak RSS (MiB)", m["minigrad"], m["torch"]))
         del model, tmodel
+    if "scaling" in sections:
+        sheet = results["scaling"] = scaling(args.scaling_repeats, args.warmup)
+        for axis, points in sheet.items():
+            for p in points:
+                rows.append((f"scaling {axis}={p['value']} train step (ms)", 1e3 * p["step_s"]["minigrad"],
+                             1e3 * p["step_s"]["torch"]))
+        if args.plot:
+            plot_scaling(sheet, args.plot, args.threads)
     results["load_avg_end"] = os.getloadavg()
 
     print(f"threads: {args.threads} (numba {results['numba_threads']}, torch {results['torch_threads']}); "
