@@ -124,7 +124,8 @@ def _softcap_row(row, cap, out):
         for j in range(row.shape[0]):
             out[j] = cap * vtanh(row[j] * inv)
     else:
-        out[:] = row
+        for j in range(row.shape[0]):  # not out[:] = row: its shape check compiles numba's string formatting (~5 s)
+            out[j] = row[j]
 
 
 @njit(cache=True)
