@@ -17,6 +17,8 @@ torch.set_num_threads). Sections:
   ru_maxrss without the parent's RSS that Linux carries into a child across fork + exec).
 - mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
   throughput of a large GEMM measured in this run.
+- causal: minigrad's attention forward + backward at T=2048 and 4096 (B=1, 2 heads of 128) with the
+  causal mask against no mask: skipping the key blocks above the diagonal should make it about half.
 - scaling: train step time and tokens/s of both sides over depth (nanochat's sizing: n_layer = depth,
   width 64 x depth, heads of width 128; B=1, T=512) and over the context (4 layers, width 256, B=1,
   T = 128 ... 4096), each point a race as in train (--scaling-repeats rounds); --plot draws it (log axes).
@@ -226,6 +228,27 @@ def gemm_peak(n=2048, repeats=5):
     return max(best.values()), best
 
 
+# ---- causal skipping ----------------------------------------------------------------------------
+
+def causal_work(repeats, T_values=(2048, 4096), heads=2, head_dim=128):
+    """{T: causal / full seconds} of minigrad's attention forward + backward (B=1, the long-context
+    heads): the causal mask skips the key blocks above the diagonal, so about half the work."""
+    from minigrad import kernels
+    rng = np.random.default_rng(0)
+    out = {}
+    for T in T_values:
+        q, k, v, g = (rng.standard_normal((1, T, heads, head_dim)).astype(np.float32) for _ in range(4))
+
+        def fwd_bwd(offset):
+            def run():
+                o, p = kernels.attention_forward(q, k, v, head_dim ** -0.5, offset)
+                kernels.attention_backward(q, k, v, o, p, g, head_dim ** -0.5, offset)
+            return run
+        t = race({"causal": fwd_bwd(0), "full": fwd_bwd(T)}, repeats)
+        out[T] = dict(seconds=t, ratio=t["causal"] / t["full"])
+    return out
+
+
 # ---- scaling sheet ------------------------------------------------------------------------------
 
 def scaling(repeats, warmup):
@@ -300,7 +323,7 @@ def main():
         peak, per_lib = gemm_peak()
         results["gemm_peak_gflops"] = peak / 1e9
         results["gemm_gflops"] = {k: v / 1e9 for k, v in per_lib.items()}
-    for size in (sizes if sections - {"scaling"} else []):
+    for size in (sizes if sections - {"scaling", "causal"} else []):
         config, batch, model, tmodel, x, y = build(size)
         res = results["sizes"][size] = {}
         if "train" in sections or "mfu" in sections:
@@ -335,6 +358,11 @@ def main():
             m = res["peak_rss_mb"] = {side: peak_memory(side, size, args.threads) for side in ("minigrad", "torch")}
             rows.append((f"{size} train peak RSS (MiB)", m["minigrad"], m["torch"]))
         del model, tmodel
+    if "causal" in sections:
+        causal = results["causal"] = causal_work(args.repeats)
+        for T, c in causal.items():
+            rows.append((f"attention fwd+bwd T={T}: causal vs full (ms; ratio column = causal / full)",
+                         1e3 * c["seconds"]["causal"], 1e3 * c["seconds"]["full"]))
     if "scaling" in sections:
         sheet = results["scaling"] = scaling(args.scaling_repeats, args.warmup)
         for axis, points in sheet.items():
