@@ -2,6 +2,8 @@
 
     python benchmarks/bench_gpt.py [--sizes tiny,small] [--sections train,decode,memory,mfu,arch]
                                    [--repeats 7] [--threads N] [--json PATH]
+    python benchmarks/bench_gpt.py --sizes medium,long2k,long4k --sections train,memory
+    python benchmarks/bench_gpt.py --sections scaling --json scaling.json --plot scaling.png
 
 Both sides get the same weights, the same data and the same thread count (OpenBLAS, numba and
 torch.set_num_threads). Sections:
@@ -22,6 +24,13 @@ torch.set_num_threads). Sections:
   runs it, with --arch naming the variant).
 - window (only when asked for): the fused attention kernel's forward + backward at T = 1024 with
   sliding windows of 256 and 128 keys against full causal attention.
+- causal: minigrad's attention forward + backward at T=2048 and 4096 (B=1, 2 heads of 128) with the
+  causal mask against no mask: skipping the key blocks above the diagonal should make it about half.
+- scaling: train step time and tokens/s of both sides over depth (nanochat's sizing: n_layer = depth,
+  width 64 x depth, heads of width 128; B=1, T=512) and over the context (4 layers, width 256, B=1,
+  T = 128 ... 4096), each point a race as in train (--scaling-repeats rounds); --plot draws it (log axes).
+Sizes: tiny, small; medium (nanochat d12: 12 layers, width 768, vocab 32768, B=4, T=512); long2k and
+long4k (4 layers, width 256, B=1, T=2048 / 4096).
 Prints a Markdown table (ratio = minigrad / PyTorch; for arch, variant / classic) and writes JSON
 with --json.
 """
@@ -55,17 +64,34 @@ from nanochat.engine import KVCache  # noqa: E402
 from nanochat.gpt import GPT, GPTConfig  # noqa: E402
 from nanochat.torch_gpt import TorchGPT, TorchKVCache  # noqa: E402
 
+def _long(T):
+    return dict(sequence_len=T, vocab_size=4096, n_layer=4, n_head=2, n_kv_head=2, n_embd=256), 1
+
+
+def _depth(d, T=512):
+    """nanochat's sizing for a depth: width 64 x depth, heads of width 128."""
+    heads = max(1, d // 2)
+    return dict(sequence_len=T, vocab_size=4096, n_layer=d, n_head=heads, n_kv_head=heads, n_embd=64 * d), 1
+
+
 SIZES = {
     "tiny": (dict(sequence_len=128, vocab_size=256, n_layer=4, n_head=4, n_kv_head=4, n_embd=128), 8),
     "small": (dict(sequence_len=256, vocab_size=4096, n_layer=6, n_head=6, n_kv_head=6, n_embd=384), 8),
+    "medium": (dict(sequence_len=512, vocab_size=32768, n_layer=12, n_head=6, n_kv_head=6, n_embd=768), 4),
+    "long2k": _long(2048),
+    "long4k": _long(4096),
 }
+# the scaling sheet: (axis, value) -> size
+SCALING = {**{("depth", d): _depth(d) for d in (2, 4, 8, 12)},
+           **{("T", t): _long(t) for t in (128, 256, 512, 1024, 2048, 4096)}}
 PREFILL = 16
 
 
 def build(size, seed=0, sides=("minigrad", "torch")):
     """(config, batch, minigrad GPT, TorchGPT with the same weights, inputs, targets); a side
-    not in `sides` is None (the memory subprocesses build only their own)."""
-    kw, batch = SIZES[size]
+    not in `sides` is None (the memory subprocesses build only their own). size: a name of SIZES
+    or a (kwargs, batch) pair."""
+    kw, batch = SIZES[size] if isinstance(size, str) else size
     config = GPTConfig(**kw)
     model = GPT(config, seed=seed)
     # random weights everywhere (the default init zeroes lm_head and c_proj, which would make
@@ -284,6 +310,72 @@ def window_section(repeats, T=1024, windows=(None, 256, 128)):
     return race({w: (lambda w=w: run(w)) for w in windows}, repeats)
 
 
+# ---- causal skipping ----------------------------------------------------------------------------
+
+def causal_work(repeats, T_values=(2048, 4096), heads=2, head_dim=128):
+    """{T: causal / full seconds} of minigrad's attention forward + backward (B=1, the long-context
+    heads): the causal mask skips the key blocks above the diagonal, so about half the work."""
+    from minigrad import kernels
+    rng = np.random.default_rng(0)
+    out = {}
+    for T in T_values:
+        q, k, v, g = (rng.standard_normal((1, T, heads, head_dim)).astype(np.float32) for _ in range(4))
+
+        def fwd_bwd(offset):
+            def run():
+                o, p = kernels.attention_forward(q, k, v, head_dim ** -0.5, offset)
+                kernels.attention_backward(q, k, v, o, p, g, head_dim ** -0.5, offset)
+            return run
+        t = race({"causal": fwd_bwd(0), "full": fwd_bwd(T)}, repeats)
+        out[T] = dict(seconds=t, ratio=t["causal"] / t["full"])
+    return out
+
+
+# ---- scaling sheet ------------------------------------------------------------------------------
+
+def scaling(repeats, warmup):
+    """{axis: [{value, tokens, step_s: {side: s}, tok_per_s: {side: tok/s}}]} over SCALING."""
+    sheet = {}
+    for (axis, value), size in SCALING.items():
+        config, batch, model, tmodel, x, y = build(size)
+        t = race({"minigrad": minigrad_train_step(model, x, y), "torch": torch_train_step(tmodel, x, y)},
+                 repeats, warmup)
+        tokens = batch * config.sequence_len
+        sheet.setdefault(axis, []).append(dict(value=value, tokens=tokens, step_s=t,
+                                               tok_per_s={k: tokens / v for k, v in t.items()}))
+        print(f"scaling {axis}={value}: minigrad {t['minigrad']:.3g} s, torch {t['torch']:.3g} s, "
+              f"ratio {t['minigrad'] / t['torch']:.2f}", file=sys.stderr)
+        del model, tmodel
+    return sheet
+
+
+def plot_scaling(sheet, path, threads):
+    """Step time of both sides over each axis (log-log), the ratio on a second axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = {"depth": "depth (layers; width 64 x depth; B=1, T=512)", "T": "context T (4 layers, width 256, B=1)"}
+    fig, axes = plt.subplots(1, len(sheet), figsize=(6 * len(sheet), 4.5))
+    for ax, (axis, points) in zip(np.atleast_1d(axes), sheet.items()):
+        xs = [p["value"] for p in points]
+        for side, style in (("minigrad", "o-"), ("torch", "s--")):
+            ax.plot(xs, [1e3 * p["step_s"][side] for p in points], style, label=side)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [str(v) for v in xs])
+        ax.set_xlabel(labels.get(axis, axis))
+        ax.set_ylabel("train step (ms)")
+        ratio = ax.twinx()
+        ratio.plot(xs, [p["step_s"]["minigrad"] / p["step_s"]["torch"] for p in points], "k:", alpha=0.6)
+        ratio.set_ylabel("minigrad / PyTorch (dotted)")
+        ratio.set_ylim(0, 2)
+        ax.legend(loc="upper left")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"Train step cost, minigrad vs PyTorch, float32, {threads} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main():
@@ -298,7 +390,10 @@ def main():
                     help="for --sections arch: which of " + ", ".join(ARCH_VARIANTS))
     ap.add_argument("--arch-train", default="classic,2026 preset",
                     help="for --sections arch: the variants also trained with the default budget ('' for none)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps of each side before a race")
+    ap.add_argument("--scaling-repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="PNG of the scaling sheet")
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -314,12 +409,12 @@ def main():
         peak, per_lib = gemm_peak()
         results["gemm_peak_gflops"] = peak / 1e9
         results["gemm_gflops"] = {k: v / 1e9 for k, v in per_lib.items()}
-    for size in sizes if sections & {"train", "decode", "memory", "mfu"} else []:
+    for size in (sizes if sections & {"train", "decode", "memory", "mfu"} else []):
         config, batch, model, tmodel, x, y = build(size)
         res = results["sizes"][size] = {}
         if "train" in sections or "mfu" in sections:
             t = race({"minigrad": minigrad_train_step(model, x, y), "torch": torch_train_step(tmodel, x, y)},
-                     args.repeats)
+                     args.repeats, args.warmup)
             res["train_s"] = t
             rows.append((f"{size} train step (ms)", 1e3 * t["minigrad"], 1e3 * t["torch"]))
             if "mfu" in sections:
@@ -362,6 +457,19 @@ def main():
         t = window_section(args.repeats)
         results["window_s"] = {str(w): v for w, v in t.items()}
         window_rows = [(w, 1e3 * v, v / t[None]) for w, v in t.items()]
+    if "causal" in sections:
+        causal = results["causal"] = causal_work(args.repeats)
+        for T, c in causal.items():
+            rows.append((f"attention fwd+bwd T={T}: causal vs full (ms; ratio column = causal / full)",
+                         1e3 * c["seconds"]["causal"], 1e3 * c["seconds"]["full"]))
+    if "scaling" in sections:
+        sheet = results["scaling"] = scaling(args.scaling_repeats, args.warmup)
+        for axis, points in sheet.items():
+            for p in points:
+                rows.append((f"scaling {axis}={p['value']} train step (ms)", 1e3 * p["step_s"]["minigrad"],
+                             1e3 * p["step_s"]["torch"]))
+        if args.plot:
+            plot_scaling(sheet, args.plot, args.threads)
     results["load_avg_end"] = os.getloadavg()
 
     print(f"threads: {args.threads} (numba {results['numba_threads']}, torch {results['torch_threads']}); "

@@ -156,7 +156,7 @@ class CausalSelfAttention(nn.Module):
         # Q and K scaled by qk_scale after QK norm is the softmax scale times qk_scale², taken by the kernel
         self.scale = config.qk_scale ** 2 / math.sqrt(self.head_dim)
 
-    def forward(self, x, ve, cos_sin, window, kv_cache):
+    def forward(self, x, cos_sin, kv_cache=None, ve=None, window=None):
         B, T, C = x.shape
 
         # project the input to queries, keys and values
@@ -209,8 +209,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.eps = config.norm_eps
 
-    def forward(self, x, ve, cos_sin, window, kv_cache):
-        x = x + self.attn(norm(x, self.eps), ve, cos_sin, window, kv_cache)
+    def forward(self, x, cos_sin, kv_cache=None, ve=None, window=None):
+        x = x + self.attn(norm(x, self.eps), cos_sin, kv_cache, ve, window)
         x = x + self.mlp(norm(x, self.eps))
         return x
 
@@ -351,7 +351,7 @@ class GPT(nn.Module):
             if self.config.layer_lambdas:
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None  # (B, T, H_kv * D)
-            x = block(x, ve, cos_sin, self.window_sizes[i], kv_cache)
+            x = block(x, cos_sin, kv_cache, ve, self.window_sizes[i])
             if i == backout_layer:
                 x_backout = x
         if x_backout is not None:  # remove the low-level features of the mid-layer residual

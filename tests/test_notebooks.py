@@ -71,7 +71,7 @@ def test_committed_outputs_come_from_the_committed_code(name):
 
 def private_names_used(source):
     """What in a notebook's code reaches past the public API: imports of private modules or names, minigrad
-    modules other than minigrad.nn, and the private attributes of minigrad's Tensor and nanochat's GPT."""
+    modules other than its public subpackages, and the private attributes of minigrad's Tensor and nanochat's GPT."""
     import minigrad
     from nanochat.gpt import GPT, GPTConfig
 
@@ -79,7 +79,8 @@ def private_names_used(source):
     model = GPT(GPTConfig(sequence_len=8, vocab_size=300, n_layer=1, n_head=1, n_kv_head=1, n_embd=8))
     private = {n for obj in (tensor, model) for n in set(dir(obj)) | set(vars(obj))
                if n.startswith("_") and not n.startswith("__")}
-    private_import = re.compile(r"^(from\s+(minigrad|nanochat)\S*\._|from\s+minigrad\.(?!nn\b)|import\s+minigrad\.(?!nn\b)"
+    public = r"(?!(nn|optim|kernels|distributed)\b)"  # minigrad's public subpackages
+    private_import = re.compile(rf"^(from\s+(minigrad|nanochat)\S*\._|from\s+minigrad\.{public}|import\s+minigrad\.{public}"
                                 r"|from\s+(minigrad|nanochat)\S*\s+import\s+.*\b_\w)")
     found = [line.strip() for line in source.splitlines() if private_import.match(line.strip())]
     return found + sorted(name for name in private if re.search(rf"\.{name}\b", source))

@@ -124,7 +124,8 @@ def _softcap_row(row, cap, out):
         for j in range(row.shape[0]):
             out[j] = cap * vtanh(row[j] * inv)
     else:
-        out[:] = row
+        for j in range(row.shape[0]):  # not out[:] = row: its shape check compiles numba's string formatting (~5 s)
+            out[j] = row[j]
 
 
 @njit(cache=True)
@@ -184,8 +185,8 @@ def _ce_forward_serial(logits, targets, ignore_index, cap, capped, losses, lse):
 
 @njit(cache=True, parallel=True)
 def _ce_forward_parallel(logits, targets, ignore_index, cap, capped, losses, lse):
-    for i in prange(logits.shape[0]):
-        _ce_forward_row(logits[i], targets[i], ignore_index, cap, capped, losses, lse, i)
+    for i in prange(logits.shape[0]):  # int64(i): the serial driver's index type, so the row compiles once
+        _ce_forward_row(logits[i], targets[i], ignore_index, cap, capped, losses, lse, np.int64(i))
 
 
 @njit(cache=True)
@@ -197,7 +198,7 @@ def _ce_backward_serial(logits, targets, lse, grad_losses, ignore_index, cap, ca
 @njit(cache=True, parallel=True)
 def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, cap, capped, out):
     for i in prange(logits.shape[0]):
-        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, cap, capped, i, out[i])
+        _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, cap, capped, np.int64(i), out[i])
 
 
 def _prepare(logits, targets, ignore_index):

@@ -61,7 +61,8 @@ def _gemv_block(address, trans_a, trans_b, n, k, a, lda, b, ldb, c, item, alpha,
 
 @njit(cache=True, parallel=True)
 def _gemm_split(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, parts, by_rows):
-    for part in prange(parts):
+    for p in prange(parts):
+        part = np.int64(p)  # prange's index is typed both uint64 and int64: one type, one compile of each block
         if m == 1:
             _gemv_block(address, trans_a, trans_b, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts)
         else:

@@ -48,8 +48,8 @@ def _rms_serial(x, eps, out, rstd):
 
 @njit(cache=True, parallel=True)
 def _rms_parallel(x, eps, out, rstd):
-    for i in prange(x.shape[0]):
-        _rms_row(x[i], eps, out[i], rstd, i)
+    for i in prange(x.shape[0]):  # int64(i): the serial driver's index type, so the row compiles once
+        _rms_row(x[i], eps, out[i], rstd, np.int64(i))
 
 
 @njit(cache=True)

@@ -119,11 +119,11 @@ def write_hf(directory, model, tokenizer):
     """config.json, generation_config.json, model.safetensors (float32) and the tokenizer files."""
     directory = Path(directory)
     c = model.config
+    check_classic_config(c, "transformers' NanoChatForCausalLM")
     state = {to_hf_name(name): value for name, value in model.state_dict().items()}
     unmapped = sorted(name for name in state if not name.startswith(("model.", "lm_head.")))
-    if unmapped:  # e.g. a newer nanochat architecture's tensors: better refused than dropped
+    if unmapped:  # better refused than dropped
         raise ValueError(f"transformers' NanoChatForCausalLM has no place for: {', '.join(unmapped)}")
-    check_classic_config(c, "transformers' NanoChatForCausalLM")
     bos, assistant_end = tokenizer.bos_token_id, tokenizer.encode_special("<|assistant_end|>")
     config = {
         "architectures": ["NanoChatForCausalLM"], "model_type": "nanochat", "vocab_size": c.vocab_size,

@@ -1,8 +1,8 @@
 """One way in for every checkpoint format: `load_any(src, dtype=...) -> (model, tokenizer)`.
 
 SRC is this project's checkpoint directory (meta_<step>.json + model_<step>.safetensors), a PyTorch
-nanochat directory (model_<step>.pt) or a Hugging Face NanoChat directory (config.json). Tensors
-the model does not know (nanochat's 2026 architecture adds several) are an error that lists them.
+nanochat directory (model_<step>.pt, classic or 2026 architecture) or a Hugging Face NanoChat directory
+(config.json). Tensors the model does not know are an error that lists them.
 """
 import os
 import shutil
@@ -80,8 +80,9 @@ def build_model(config, state, where):
     own = dict(model.named_parameters())
     unknown = sorted(set(state) - set(own))
     if unknown:
-        raise ValueError(f"{where}: {len(unknown)} tensor(s) this model does not know (nanochat's newer "
-                         f"architecture? this model runs the classic one): {_listing(unknown)}")
+        architecture = "nanochat's 2026" if gpt_config.window_pattern else "the classic"
+        raise ValueError(f"{where}: {len(unknown)} tensor(s) this model does not know ({architecture} "
+                         f"architecture): {_listing(unknown)}")
     extra_fields = sorted(set(config) - known)
     if extra_fields:
         raise ValueError(f"{where}: model config fields this model does not know: {', '.join(extra_fields)}")

@@ -15,10 +15,15 @@ import numpy as np
 from nanochat.gpt import GPTConfig
 from nanochat.interop.safe_pickle import load_tokenizer_pickle
 
-# what PyTorch nanochat's (classic) GPTConfig holds; ours adds rope_base, softcap and norm_eps, which
-# nanochat fixes at these values
+# what PyTorch nanochat's classic GPTConfig holds; ours adds rope_base, softcap and norm_eps, which
+# classic nanochat fixes at these values. Its 2026 GPTConfig (92d63d4) adds window_pattern only: every
+# other 2026 feature is always on there, so a model_config with window_pattern means the 2026 preset.
 NANOCHAT_FIELDS = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
+NANOCHAT_2026_FIELDS = NANOCHAT_FIELDS + ("window_pattern",)
 NANOCHAT_FIXED = {"rope_base": 10000.0, "softcap": 15.0, "norm_eps": GPTConfig.norm_eps}
+# tensors only nanochat's 2026 architecture has (they also say 2026 when an early meta lacks window_pattern)
+TENSORS_2026 = re.compile(r"resid_lambdas|x0_lambdas|smear_gate\.weight|smear_lambda|backout_lambda|"
+                          r"value_embeds\.\d+\.weight|transformer\.h\.\d+\.attn\.ve_gate\.weight")
 
 
 def require_torch(what):
@@ -50,8 +55,35 @@ def read_native(directory, step=None, tokenizer_dir=None):
         raise ValueError(f"{meta_path}: no readable model_config ({type(e).__name__}: {e})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{meta_path}: model_config is not an object")
+    state = read_state(model_path)
+    config = config_from_nanochat(config, state, meta_path)
     tokenizer = read_tokenizer(_find_tokenizer(directory, tokenizer_dir))
-    return dict(config), read_state(model_path), tokenizer, step
+    return config.to_dict(), state, tokenizer, step
+
+
+def config_from_nanochat(model_config, state, where):
+    """Our GPTConfig for nanochat's model_config: the 2026 preset when the config has window_pattern or a
+    tensor is one of the 2026 architecture's, else the classic model. As nanochat's checkpoint manager
+    does, a 2026 checkpoint without window_pattern runs "L", and one without resid_lambdas / x0_lambdas
+    gets their neutral values (1 and 0) added to `state`."""
+    unknown = sorted(set(model_config) - set(NANOCHAT_2026_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: model config fields this model does not know: {', '.join(unknown)}")
+    absent = [k for k in NANOCHAT_FIELDS if k not in model_config]
+    if absent:
+        raise ValueError(f"{where}: model_config lacks {', '.join(absent)}")
+    is_2026 = "window_pattern" in model_config or any(TENSORS_2026.fullmatch(name) for name in state)
+    try:
+        config = (GPTConfig.nanochat_2026(**{"window_pattern": "L", **model_config}) if is_2026
+                  else GPTConfig(**model_config))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: the model config cannot be run: {e}") from None
+    if is_2026:
+        if not config.window_pattern:
+            raise ValueError(f"{where}: window_pattern is empty (nanochat needs at least one S or L)")
+        state.setdefault("resid_lambdas", np.ones(config.n_layer, dtype=np.float32))
+        state.setdefault("x0_lambdas", np.zeros(config.n_layer, dtype=np.float32))
+    return config
 
 
 def read_state(model_path):
@@ -100,25 +132,45 @@ def read_tokenizer(directory):
 
 
 def check_classic_config(config, target):
-    """Refuse config fields beyond the classic architecture's (a newer GPTConfig's), which `target` cannot hold."""
-    extra = sorted(set(config.to_dict()) - set(NANOCHAT_FIELDS) - set(NANOCHAT_FIXED))
-    if extra:
-        raise ValueError(f"{target} has no fields for {', '.join(extra)}")
+    """Refuse a model with any option beyond nanochat's classic architecture (the 2026 ones), which
+    `target` cannot hold; rope_base, softcap and norm_eps may differ (`target` stores them)."""
+    classic = GPTConfig(**{k: getattr(config, k) for k in NANOCHAT_FIELDS + tuple(NANOCHAT_FIXED)})
+    differs = _differences(config, classic)
+    if differs:
+        raise ValueError(f"{target} runs nanochat's classic architecture only; this model has {differs} "
+                         f"(export --format nanochat keeps it)")
+
+
+def nanochat_model_config(config):
+    """The model_config nanochat's checkpoint manager builds `config` from: the classic fields, or with
+    window_pattern for the 2026 architecture. A model neither architecture is (a mix of the 2026 options,
+    another rope base, ...) is refused; the training recipe does not matter."""
+    sizes = {k: getattr(config, k) for k in NANOCHAT_FIELDS}
+    if config.window_pattern:
+        name, keys, expected = "2026", NANOCHAT_2026_FIELDS, GPTConfig.nanochat_2026(**sizes, window_pattern=config.window_pattern)
+    else:
+        name, keys, expected = "classic", NANOCHAT_FIELDS, GPTConfig(**sizes)
+    differs = _differences(config, expected)
+    if differs:
+        raise ValueError(f"PyTorch nanochat's {name} architecture cannot hold this model: it has {differs}, "
+                         f"nanochat's has {_differences(expected, config)}")
+    return {k: getattr(config, k) for k in keys}
+
+
+def _differences(config, reference):
+    ours, theirs = config.to_dict(), reference.to_dict()
+    return ", ".join(f"{k}={v!r}" for k, v in ours.items() if k != "recipe" and v != theirs[k])
 
 
 def write_native(directory, model, tokenizer, step, meta_extra=None):
     """What PyTorch nanochat's checkpoint manager loads: model_<step>.pt, meta_<step>.json, plus
     tokenizer.pkl and token_bytes.pt (nanochat reads those from <base_dir>/tokenizer)."""
     torch = require_torch("--format nanochat")
-    check_classic_config(model.config, "PyTorch nanochat's classic GPTConfig")
-    config = model.config.to_dict()
-    differs = {k: config[k] for k, v in NANOCHAT_FIXED.items() if config[k] != v}
-    if differs:
-        raise ValueError(f"PyTorch nanochat fixes {NANOCHAT_FIXED}; this model has {differs}")
+    model_config = nanochat_model_config(model.config)
     directory = Path(directory)
     state = {name: torch.from_numpy(np.array(value, dtype=np.float32)) for name, value in model.state_dict().items()}
     torch.save(state, directory / f"model_{step:06d}.pt")
-    meta = {"step": step, "model_config": {k: config[k] for k in NANOCHAT_FIELDS}, **(meta_extra or {})}
+    meta = {"step": step, "model_config": model_config, **(meta_extra or {})}
     (directory / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     with open(directory / "tokenizer.pkl", "wb") as f:
         pickle.dump(tokenizer.enc, f)

@@ -58,8 +58,9 @@ def native_checkpoint(directory, tokenizer, config, step=650, prefix="", dtype=N
     state.update(extra_tensors or {})
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / f"model_{step:06d}.pt")
-    meta = {"step": step, "val_bpb": 1.0, "model_config": {k: getattr(config, k) for k in
-            ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")}}
+    fields = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
+    fields += ("window_pattern",) if config.window_pattern else ()  # nanochat's 2026 GPTConfig adds it
+    meta = {"step": step, "val_bpb": 1.0, "model_config": {k: getattr(config, k) for k in fields}}
     (directory / f"meta_{step:06d}.json").write_text(json.dumps(meta))
     write_tokenizer_pickle(tokenizer, directory)
     return model
@@ -106,3 +107,17 @@ def our_logits(model, ids):
     import minigrad
     with minigrad.no_grad():
         return model(np.array([ids])).data[0]
+
+
+def torch_greedy(model, ids, n):
+    """n greedy tokens from a TorchGPT after `ids`, decoded through its KV cache as nanochat's engine does."""
+    import torch
+    from nanochat.torch_gpt import TorchKVCache
+    cache = TorchKVCache(1, model.config.n_kv_head, model.config.head_dim, model.config.n_layer, len(ids) + n)
+    out, x = [], torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            next_id = int(model(x, kv_cache=cache)[0, -1].argmax())
+            out.append(next_id)
+            x = torch.tensor([[next_id]])
+    return out

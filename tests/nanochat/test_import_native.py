@@ -9,12 +9,12 @@ import tiktoken
 
 import torch
 
-from interop_fixtures import TEXT, native_checkpoint, our_logits, small_config, small_tokenizer, torch_logits
+from interop_fixtures import (TEXT, native_checkpoint, our_logits, small_config, small_tokenizer, torch_greedy,
+                              torch_logits)
 from nanochat.commands import main
 from nanochat.engine import generate
 from nanochat.interop import load_any, read_any
 from nanochat.interop.safe_pickle import UnsafePickleError, load_tokenizer_pickle
-from nanochat.torch_gpt import TorchKVCache
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +31,6 @@ def native(tmp_path_factory, tokenizer):
 
 def prompt(tokenizer):
     return [tokenizer.bos_token_id] + tokenizer.encode("the quick brown fox jumps")
-
-
-def torch_greedy(model, ids, n):
-    cache = TorchKVCache(1, model.config.n_kv_head, model.config.head_dim, model.config.n_layer, len(ids) + n)
-    out, x = [], torch.tensor([ids])
-    with torch.no_grad():
-        for _ in range(n):
-            next_id = int(model(x, kv_cache=cache)[0, -1].argmax())
-            out.append(next_id)
-            x = torch.tensor([[next_id]])
-    return out
 
 
 def test_logits_and_greedy_tokens_match_pytorch(native, tokenizer):
@@ -166,13 +155,13 @@ def test_torch_pickle_that_runs_code_is_refused(native, tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_2026_architecture_tensors_are_listed_not_dropped(tmp_path, tokenizer):
+def test_unknown_tensors_are_listed_not_dropped(tmp_path, tokenizer):
     config = small_config(tokenizer)
-    extra = {"resid_lambdas": torch.ones(2), "x0_lambdas": torch.zeros(2),
-             "value_embeds.1.weight": torch.zeros(tokenizer.vocab_size, 32)}
+    extra = {"mtp_head.weight": torch.ones(2), "transformer.h.0.attn.c_gate.weight": torch.zeros(2, 2),
+             "_orig_mod.lm_bias": torch.zeros(3)}
     native_checkpoint(tmp_path / "new", tokenizer, config, extra_tensors=extra)
-    with pytest.raises(ValueError, match=r"3 tensor\(s\) this model does not know.*resid_lambdas, "
-                                         r"value_embeds\.1\.weight, x0_lambdas"):
+    with pytest.raises(ValueError, match=r"3 tensor\(s\) this model does not know \(the classic architecture\): "
+                                         r"lm_bias, mtp_head\.weight, transformer\.h\.0\.attn\.c_gate\.weight"):
         read_any(tmp_path / "new")
     assert main(["import", str(tmp_path / "new"), "--out", str(tmp_path / "out")]) == 1
     assert not (tmp_path / "out").exists()
@@ -181,9 +170,13 @@ def test_2026_architecture_tensors_are_listed_not_dropped(tmp_path, tokenizer):
 def test_unknown_config_field_is_refused(tmp_path, tokenizer):
     native_checkpoint(tmp_path, tokenizer, small_config(tokenizer))
     meta = json.loads((tmp_path / "meta_000650.json").read_text())
-    meta["model_config"]["window_pattern"] = "SSSL"
+    meta["model_config"]["mtp_depth"] = 2
     (tmp_path / "meta_000650.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="config fields this model does not know: window_pattern"):
+    with pytest.raises(ValueError, match="config fields this model does not know: mtp_depth"):
+        read_any(tmp_path)
+    del meta["model_config"]["mtp_depth"], meta["model_config"]["n_head"]
+    (tmp_path / "meta_000650.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="model_config lacks n_head"):
         read_any(tmp_path)
 
 

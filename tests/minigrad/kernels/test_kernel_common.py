@@ -89,3 +89,31 @@ def test_ops_never_chooses_a_twin():
 
     from minigrad import ops
     assert "_reference" not in inspect.getsource(ops)
+
+
+
+_COMPILE_ONCE = """
+import numpy as np
+from minigrad import kernels as K
+from minigrad.kernels import _matmul, _norm
+x = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+for threshold in (1 << 62, 0):
+    _norm.RMS_NORM_PARALLEL_MIN = threshold
+    K.rms_norm(x, 1e-6)
+_matmul.GEMM_SPLIT_MIN_WORK = 0
+K.matmul(x, x)
+print(len(_norm._rms_row.signatures), len(_matmul._gemm_block.signatures))
+"""
+
+
+def test_row_helpers_compile_once_for_serial_and_parallel_drivers(tmp_path):
+    """numba types a prange index both uint64 and int64; a helper that takes the index compiles once
+    per type unless the parallel drivers pass it as int64, as the serial ones do (a first-run cost).
+    Run from an empty numba cache, since helpers of cached drivers never compile."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=root, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
