@@ -9,7 +9,8 @@ Both sides get the same weights, the same data and the same thread count (OpenBL
 torch.set_num_threads). Sections:
 - train: one step = forward, backward and an AdamW step over every parameter; the two
   contenders alternate (order rotating each round) after warm-up; cells are medians.
-- decode: batch-1 single-token decode through a KV cache, after a 16-token prefill, up to the
+- decode: batch-1 single-token decode through a KV cache (batched, bfloat16 and 2k/8k-context decode:
+  benchmarks/bench_decode.py), after a 16-token prefill, up to the
   full sequence length; tokens/s, and ms/token over the first and the last quarter of the
   positions (growth = last / first). TorchGPT decodes through its TorchKVCache, as nanochat's
   model does.
@@ -154,13 +155,14 @@ def race(contenders, repeats, warmup=2):
 # ---- decode -------------------------------------------------------------------------------------
 
 def minigrad_decode(model, prompt, total):
-    """Per-token seconds of decoding positions len(prompt)..total-1 after a prefill (greedy)."""
-    cfg = model.config
-    cache = KVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=total)
+    """Per-step seconds of decoding positions len(prompt)..total-1 after a prefill (greedy). prompt:
+    a list of token ids, or a (batch, length) array of prompts decoded together through one cache."""
+    cfg, prompts = model.config, np.atleast_2d(np.asarray(prompt))
+    cache = KVCache(len(prompts), cfg.n_kv_head, cfg.head_dim, cfg.n_layer, max_len=total)
     times = []
     with no_grad():
-        logits = model(np.array([prompt]), kv_cache=cache).data[:, -1]
-        for _ in range(total - len(prompt)):
+        logits = model(prompts, kv_cache=cache).data[:, -1]
+        for _ in range(total - prompts.shape[1]):
             t = time.perf_counter()
             nxt = np.argmax(logits, axis=-1)
             logits = model(nxt[:, None], kv_cache=cache).data[:, -1]
@@ -170,11 +172,11 @@ def minigrad_decode(model, prompt, total):
 
 @torch.no_grad()
 def torch_decode(tmodel, prompt, total):
-    cfg = tmodel.config
-    cache = TorchKVCache(1, cfg.n_kv_head, cfg.head_dim, cfg.n_layer, total)
+    cfg, prompts = tmodel.config, torch.from_numpy(np.atleast_2d(np.asarray(prompt)))
+    cache = TorchKVCache(len(prompts), cfg.n_kv_head, cfg.head_dim, cfg.n_layer, total)
     times = []
-    logits = tmodel(torch.tensor([prompt]), kv_cache=cache)[:, -1]
-    for _ in range(total - len(prompt)):
+    logits = tmodel(prompts, kv_cache=cache)[:, -1]
+    for _ in range(total - prompts.shape[1]):
         t = time.perf_counter()
         nxt = torch.argmax(logits, dim=-1)
         logits = tmodel(nxt[:, None], kv_cache=cache)[:, -1]
