@@ -9,11 +9,10 @@ Both sides get the same weights, the same data and the same thread count (OpenBL
 torch.set_num_threads). Sections:
 - train: one step = forward, backward and an AdamW step over every parameter; the two
   contenders alternate (order rotating each round) after warm-up; cells are medians.
-- decode: batch-1 single-token decode through a KV cache (batched, bfloat16 and 2k/8k-context decode:
-  benchmarks/bench_decode.py), after a 16-token prefill, up to the
+- decode: batch-1 single-token decode through a KV cache, after a 16-token prefill, up to the
   full sequence length; tokens/s, and ms/token over the first and the last quarter of the
   positions (growth = last / first). TorchGPT decodes through its TorchKVCache, as nanochat's
-  model does.
+  model does. Batched, bfloat16-weight and 2k/8k-context decode: benchmarks/bench_decode.py.
 - memory: peak RSS of a fresh subprocess per side that runs three training steps (VmHWM; it is
   ru_maxrss without the parent's RSS that Linux carries into a child across fork + exec).
 - mfu: model FLOPs utilisation = estimate_flops() * tokens/s / peak, with peak the float32
