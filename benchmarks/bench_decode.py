@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_gpt  # noqa: E402  (sets the thread counts from --threads before numpy and torch load)
