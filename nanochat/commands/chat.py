@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from nanochat.commands.options import add_dtype_arg
+from nanochat.commands.options import add_model_args
 from nanochat.commands.sample import print_stream
 from nanochat.engine import Engine
 from nanochat.interop import load_any
@@ -17,10 +17,7 @@ from nanochat.interop import load_any
 
 def register(sub):
     p = sub.add_parser("chat", help="chat with a checkpoint (REPL, pipe or -p)", allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True,
-                   help="a checkpoint directory: ours (sft, train), PyTorch nanochat's or Hugging Face's (required)")
-    p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
-    add_dtype_arg(p)
+    add_model_args(p)
     p.add_argument("-p", "--prompt", default=None,
                    help="answer this one message and exit (default: read messages from stdin)")
     p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy (default %(default)s)")

@@ -118,7 +118,10 @@ def resume_state(optimizers, optimizer_state, loader, meta, world):
     return start_step
 
 
-def add_dtype_arg(p):
-    """--dtype for the commands that run a model (sample, chat, serve)."""
+def add_model_args(p):
+    """--checkpoint, --step and --dtype for the commands that run a model (sample, chat, serve)."""
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint directory: ours (train, sft), PyTorch nanochat's or Hugging Face's (required)")
+    p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="weights in memory: bfloat16 halves them, arithmetic stays float32 (default %(default)s)")

@@ -1,17 +1,14 @@
 """`nanochat sample`: stream text from a checkpoint."""
 import sys
 
-from nanochat.commands.options import add_dtype_arg
+from nanochat.commands.options import add_model_args
 from nanochat.engine import generate
 from nanochat.interop import load_any
 
 
 def register(sub):
     p = sub.add_parser("sample", help="stream text from a checkpoint", allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True,
-                   help="a checkpoint directory: ours, PyTorch nanochat's or Hugging Face's (required)")
-    p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
-    add_dtype_arg(p)
+    add_model_args(p)
     p.add_argument("--prompt", default="", help="text to continue (default: empty, start from <|bos|>)")
     p.add_argument("--max-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy (default %(default)s)")

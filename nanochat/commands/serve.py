@@ -3,7 +3,7 @@ import socket
 import sys
 from pathlib import Path
 
-from nanochat.commands.options import add_dtype_arg
+from nanochat.commands.options import add_model_args
 from nanochat.interop import load_any
 
 SWITCH_INTERVAL_S = 0.0005
@@ -12,10 +12,7 @@ SWITCH_INTERVAL_S = 0.0005
 def register(sub):
     p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API and a chat page",
                        allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True,
-                   help="a checkpoint directory: ours (sft, train), PyTorch nanochat's or Hugging Face's (required)")
-    p.add_argument("--step", type=int, default=None, help="which step (default: the latest)")
-    add_dtype_arg(p)
+    add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes (default: no key)")
