@@ -19,10 +19,17 @@ DataParallel that keeps each parameter's optimizer state on one rank only (ZeRO-
 single process without mpiexec gets a one-rank World whose collectives are no-ops, and never
 imports mpi4py; `init(comm)` takes an explicit mpi4py communicator instead of the launch.
 """
+import atexit
 import hashlib
+import json
 import math
 import os
+import secrets
+import socket
+import subprocess
+import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -50,19 +57,24 @@ def launched_size(environ=None):
     return 1
 
 
-def init(comm=None):
+def init(comm=None, name="minigrad"):
     """The World of this process: MPI's COMM_WORLD when an MPI launcher started more than one
-    process (or `comm`, an mpi4py communicator, when given), else a single-process World."""
-    if comm is None:
-        if launched_size() <= 1:
-            return World()
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise RuntimeError("started by an MPI launcher with several processes, but mpi4py is not "
-                               "installed: pip install 'minigrad-nanochat[mpi]'") from None
-        comm = MPI.COMM_WORLD
-    return World(comm)
+    process (or `comm`, an mpi4py communicator, when given), else a single-process World.
+
+    Under a launcher, a rank that dies without a word (killed, out of memory) is named in one line
+    on rank 0's stderr, starting with `name`, before the launcher stops the others."""
+    if comm is not None:
+        return World(comm)
+    if launched_size() <= 1:
+        return World()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise RuntimeError("started by an MPI launcher with several processes, but mpi4py is not "
+                           "installed: pip install 'minigrad-nanochat[mpi]'") from None
+    world = World(MPI.COMM_WORLD)
+    world.watch_for_deaths(name)
+    return world
 
 
 class World:
@@ -78,6 +90,7 @@ class World:
         self.size = 1 if comm is None else comm.Get_size()
         self.bytes_communicated = 0
         self.seconds_communicating = 0.0
+        self._watcher = None  # this rank's connection to the death watch, under a launcher
 
     @property
     def is_main(self):
@@ -140,8 +153,40 @@ class World:
             self._timed(0, self.comm.Barrier)
 
     def abort(self, code=1):
-        """End every rank of the job at once (after an error only some ranks may have met)."""
+        """End every rank of the job at once (after an error only some ranks may have met, and
+        printed: the death watch stays quiet about the ranks this ends)."""
+        _tell_watcher(self._watcher, b"quiet\n")
         self.comm.Abort(code)
+
+    def watch_for_deaths(self, name):
+        """Start the death watch (minigrad/_rank_watch.py) on rank 0 and connect every rank to it.
+        A collective; without it, a killed rank is reported by the launcher alone."""
+        hosts = self.all_gather_object(socket.gethostname())
+        address = None
+        if self.is_main:
+            token = secrets.token_hex(16)
+            host = "127.0.0.1" if len(set(hosts)) == 1 else ""  # all interfaces when ranks are elsewhere
+            watcher = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "_rank_watch.py")],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+            watcher.stdin.write(json.dumps({"token": token, "size": self.size, "host": host, "name": name})
+                                .encode() + b"\n")
+            watcher.stdin.close()
+            port = watcher.stdout.readline().strip()
+            address = (host or hosts[0], int(port), token) if port.isdigit() else None
+        address = self.broadcast_object(address)
+        if address is None:
+            warnings.warn("the death watch did not start: a killed rank is reported by the launcher only")
+            return
+        try:
+            self._watcher = socket.create_connection(address[:2], timeout=30)
+            self._watcher.sendall(json.dumps({"token": address[2], "rank": self.rank, "pid": os.getpid(),
+                                              "host": socket.gethostname()}).encode() + b"\n")
+        except OSError as e:
+            warnings.warn(f"cannot reach the death watch at {address[0]}:{address[1]} ({e}): a killed rank "
+                          f"is reported by the launcher only")
+            self._watcher = None
+        atexit.register(_tell_watcher, self._watcher, b"bye\n")
+        self.barrier()  # every rank's hello is on its way before any rank can die of its own work
 
     def _timed(self, nbytes, fn, *args, **kwargs):
         from mpi4py import MPI
@@ -154,6 +199,14 @@ class World:
         self.seconds_communicating += time.perf_counter() - start
         self.bytes_communicated += nbytes
         return result
+
+
+def _tell_watcher(connection, message):
+    if connection is not None:
+        try:
+            connection.sendall(message)
+        except OSError:  # the watcher is gone: nothing to tell
+            pass
 
 
 def buckets(tensors, bucket_bytes=BUCKET_BYTES):

@@ -18,7 +18,7 @@ from nanochat.run_lock import RunLock
 def world():
     """This process's World (a one-rank World without mpiexec). Under several ranks, the others'
     stdout goes to /dev/null, so the job prints once, and an uncaught exception ends every rank."""
-    w = distributed.init()
+    w = distributed.init(name="nanochat")
     if w.size > 1:
         if not w.is_main:
             sys.stdout = open(os.devnull, "w")

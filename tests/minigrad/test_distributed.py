@@ -277,3 +277,24 @@ def test_sharded_optimizer_matches_one_process_with_a_share_of_the_state(tmp_pat
         assert min(r["ref_norms"]) > 0.05
         np.testing.assert_allclose(r["norms"], r["ref_norms"], rtol=1e-5)
         assert r["clipped_diff"] < 1e-5, r
+
+
+KILLED = '''
+import os, signal, sys, time
+from minigrad import distributed
+world = distributed.init(name="toy")
+if world.rank == int(sys.argv[1]):
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+'''
+
+
+@pytest.mark.parametrize("victim", [0, 1])
+def test_under_mpiexec_a_killed_rank_is_named_on_the_jobs_stderr(tmp_path, victim):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    out = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script), str(victim)], env=single_thread_env(),
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.startswith("toy: error:")]
+    assert len(lines) == 1 and f"rank {victim} of 2 (pid " in lines[0], out.stderr
