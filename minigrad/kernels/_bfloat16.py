@@ -4,19 +4,18 @@ float32. Half the memory and half the weight traffic of float32; a decoding step
 every weight once per token, is bound by that traffic.
 
 `linear_bf16(x, w)` is x (..., K) float32 @ w (N, K) bfloat16 .T -> (..., N) float32:
-- a few rows (decoding): one pass over w, rows of w split over numba's threads, each weight widened
-  in a register (shift and bit-cast) on its way into a float32 dot product;
+- a few rows (decoding): matmul's rows_by_weight_t, one pass over w, rows of w split over numba's
+  threads, each weight widened in a register (shift and bit-cast) on its way into float32 sums;
 - many rows (a prompt's prefill): w is widened a band of rows at a time into a float32 scratch
   buffer and multiplied by BLAS, so no float32 copy of the whole weight ever exists.
 """
+import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from . import _blas as blas
+from ._matmul import STREAMED_ROWS, rows_by_weight_t
 
-GEMV_MAX_ROWS = 4  # up to this many rows of x, one streaming pass over w beats widening it for BLAS
 BAND_ROWS = 256  # rows of w widened per BLAS call in the many-rows path (256 x 4096 floats = 4 MB)
 
 
@@ -51,34 +50,6 @@ def linear_bf16_reference(x, w):
     return np.matmul(x, bfloat16_to_float32(w).T)
 
 
-@intrinsic
-def _bits_to_float32(typingctx, bits):
-    """Reinterpret a uint32 as the float32 with the same bits (NumPy's .view for one scalar)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.uint32), codegen
-
-
-@njit(cache=True, inline="always")
-def _widen(u16):
-    return _bits_to_float32(np.uint32(u16) << np.uint32(16))
-
-
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _gemv_bf16(x, w, out):
-    """out (M, N) = x (M, K) @ widen(w (N, K)).T for a few rows of x: rows of w over the threads, each
-    read once and widened in registers. reassoc lets LLVM vectorise the float32 sums; NaN and inf
-    behave as without fastmath."""
-    m, k = x.shape
-    n = w.shape[0]
-    for j in prange(n):
-        for i in range(m):
-            acc = np.float32(0.0)
-            for t in range(k):
-                acc += x[i, t] * _widen(w[j, t])
-            out[i, j] = acc
-
-
 @njit(cache=True, parallel=True)
 def _gemm_bf16(address, x, w, out, band):
     """out (M, N) = x (M, K) @ widen(w).T: bands of `band` rows of w, each widened into a float32
@@ -105,8 +76,8 @@ def linear_bf16(x, w):
     if x2.shape[0] == 0 or w.shape[0] == 0:
         return out.reshape(lead + (w.shape[0],))
     address = blas.ADDRESS.get(("gemm", np.dtype(np.float32)))
-    if x2.shape[0] <= GEMV_MAX_ROWS or address is None:
-        _gemv_bf16(x2, w, out)
+    if x2.shape[0] <= STREAMED_ROWS or address is None:
+        rows_by_weight_t(x2, w, out, numba.get_num_threads())
     else:
         _gemm_bf16(address, x2, w, out, BAND_ROWS)
     return out.reshape(lead + (w.shape[0],))

@@ -116,6 +116,20 @@ def _vexp_overload(x):
     return lambda x: _exp64(x)
 
 
+def as_float32(v):
+    """A weight element as float32 inside kernels: bfloat16 patterns (uint16, the top half of a
+    float32) widened by a shift and a bit-cast, float32 as it is."""
+    v = np.asarray(v)
+    return (v.astype(np.uint32) << np.uint32(16)).view(np.float32) if v.dtype == np.uint16 else v.astype(np.float32)
+
+
+@overload(as_float32, inline="always")
+def _as_float32_overload(v):
+    if v == types.uint16:
+        return lambda v: _i32_as_f32(np.int32(np.uint32(v) << np.uint32(16)))
+    return lambda v: v
+
+
 @njit(cache=True)
 def row_max(x):
     """Max of a 1-D array; eight independent lanes let LLVM vectorise the compare chain."""

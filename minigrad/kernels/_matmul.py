@@ -13,8 +13,14 @@ from numba import njit, prange
 from minigrad._shapes import unbroadcast
 
 from . import _blas as blas
+from ._common import as_float32
 
-# x @ W.T with fewer rows than FEW_ROWS (and not fewer columns) runs turned around, as (W @ x.T).T,
+# float32 x @ W.T with at most STREAMED_ROWS rows (decoding: one row a sequence) runs in
+# rows_by_weight_t, which reads W once for all rows; BLAS packs W first, which costs more than the
+# product below ~16 rows (8 x 384 @ 384 x 1536: 0.24 ms against 0.36 ms, 2 threads).
+# Re-measure: python benchmarks/bench_decode.py --sections batched
+STREAMED_ROWS = 16
+# Else x @ W.T with fewer rows than FEW_ROWS (and not fewer columns) runs turned around, as (W @ x.T).T,
 # where OpenBLAS's sgemm is faster (see _gemm). Re-measure: python benchmarks/bench_serve.py
 FEW_ROWS = 64
 
@@ -69,17 +75,71 @@ def _gemm_split(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alp
             _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows)
 
 
+# reassoc lets LLVM vectorise the float32 sums; NaN and inf behave as without fastmath
+_SUMS = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=_SUMS)
+def _dot(x, i, w, j):
+    """x[i] . w[j], w float32 or bfloat16 patterns, summed in float32."""
+    acc = np.float32(0.0)
+    for t in range(x.shape[1]):
+        acc += x[i, t] * as_float32(w[j, t])
+    return acc
+
+
+@njit(cache=True, fastmath=_SUMS)
+def _four_by_four(x, i, w, j, out):
+    """out[i:i+4, j:j+4] = x[i:i+4] @ w[j:j+4].T: each weight loaded once for four rows, sixteen sums
+    in registers (4 x 4 runs ~25% ahead of 4 x 2 at 8-16 rows)."""
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
+    c0 = c1 = c2 = c3 = d0 = d1 = d2 = d3 = np.float32(0.0)
+    for t in range(x.shape[1]):
+        u, v, y, z = as_float32(w[j, t]), as_float32(w[j + 1, t]), as_float32(w[j + 2, t]), as_float32(w[j + 3, t])
+        x0, x1, x2, x3 = x[i, t], x[i + 1, t], x[i + 2, t], x[i + 3, t]
+        a0, a1, a2, a3 = a0 + x0 * u, a1 + x1 * u, a2 + x2 * u, a3 + x3 * u
+        b0, b1, b2, b3 = b0 + x0 * v, b1 + x1 * v, b2 + x2 * v, b3 + x3 * v
+        c0, c1, c2, c3 = c0 + x0 * y, c1 + x1 * y, c2 + x2 * y, c3 + x3 * y
+        d0, d1, d2, d3 = d0 + x0 * z, d1 + x1 * z, d2 + x2 * z, d3 + x3 * z
+    for r, (p, q, g, h) in enumerate(((a0, b0, c0, d0), (a1, b1, c1, d1), (a2, b2, c2, d2), (a3, b3, c3, d3))):
+        out[i + r, j], out[i + r, j + 1], out[i + r, j + 2], out[i + r, j + 3] = p, q, g, h
+
+
+@njit(cache=True, parallel=True)
+def rows_by_weight_t(x, w, out, parts):
+    """out (m, n) = x (m, k) float32 @ w (n, k).T for a few rows of x, w float32 or bfloat16 patterns
+    (uint16): w's rows in `parts` bands over the threads, each row read from memory once for all of x
+    (blocks of 4 x 4, the edges one dot product at a time)."""
+    m, n = x.shape[0], w.shape[0]
+    for p in prange(parts):
+        s, e = n * p // parts, n * (p + 1) // parts
+        for j in range(s, e, 4):
+            i = 0
+            while j + 4 <= e and i + 4 <= m:
+                _four_by_four(x, i, w, j, out)
+                i += 4
+            for jj in range(j, min(j + 4, e)):
+                for r in range(i, m):
+                    out[r, jj] = _dot(x, r, w, jj)
+
+
 def _gemm(a, b):
     """2-D a @ b. A small product goes straight to np.matmul (numpy's OpenBLAS behind ~1.5 us of
     overhead); a big one is split into row bands (column bands when it has few rows, a decoding
     step's GEMV) over numba's threads, each band one single-threaded BLAS call."""
     (m, k), n = a.shape, b.shape[1]
-    if 1 < m < FEW_ROWS <= n and b.flags.f_contiguous and not b.flags.c_contiguous:
+    threads = numba.get_num_threads()
+    weight_t = b.flags.f_contiguous and not b.flags.c_contiguous  # b is W.T, W (n, k) C-contiguous
+    if (weight_t and m <= STREAMED_ROWS and a.dtype == b.dtype == np.float32 and threads > 1
+            and m * n * k >= GEMV_SPLIT_MIN_WORK):
+        out = np.empty((m, n), np.float32)
+        rows_by_weight_t(np.ascontiguousarray(a), b.T, out, threads)
+        return out
+    if 1 < m < FEW_ROWS <= n and weight_t:
         # x @ W.T with a few rows (a batch of decoding sequences): OpenBLAS's sgemm with a transposed
         # B is 2-3x slower there than the same product turned around, (W @ x.T).T (8 x 384 @ 384 x 1536:
         # 1.6 ms against 0.7 ms, one thread); the turned product has many rows, so it splits by rows
         return np.ascontiguousarray(_gemm(b.T, a.T).T)
-    threads = numba.get_num_threads()
     by_rows = m >= GEMM_ROWS_PER_THREAD * threads
     work = m * n * k
     if (threads == 1 or work == 0 or work < (GEMV_SPLIT_MIN_WORK if m == 1 else GEMM_SPLIT_MIN_WORK)
