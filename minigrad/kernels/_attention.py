@@ -90,8 +90,10 @@ def _softmax_rows(p, i0, i1, offset, window):
 
 
 @njit(cache=True, parallel=True)
-def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, window, block, out, p):
-    """q, k, v are addresses with element strides qs, ks, vs = (batch, time, head); out and p arrays."""
+def _forward(address, gemv_address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, window, block, out, p):
+    """q, k, v are addresses with element strides qs, ks, vs = (batch, time, head); out and p arrays.
+    A single query row (a decoding step) goes through GEMV, which streams K and V once; GEMM would
+    pack them first, reading the whole cache twice."""
     B, Tq, H, D = out.shape
     item = out.itemsize
     one, zero, scale = out.dtype.type(1), out.dtype.type(0), out.dtype.type(scale)
@@ -107,11 +109,19 @@ def _forward(address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, window, block,
             lo, _ = _visible(i0, offset, window, Tk)  # the block's keys: lo..hi-1
             _, hi = _visible(i1 - 1, offset, window, Tk)
             rows_p = pa + (i0 * Tk + lo) * item
-            blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, hi - lo, D, scale, qa + i0 * qs[1] * item,
-                      qs[1], ka + lo * ks[1] * item, ks[1], zero, rows_p, Tk)  # S = scale Q K^T
+            q_rows, k_lo, v_lo, o_rows = qa + i0 * qs[1] * item, ka + lo * ks[1] * item, va + lo * vs[1] * item, \
+                oa + i0 * H * D * item
+            if i1 - i0 == 1:
+                blas.gemv(gemv_address, blas.NO_TRANS, hi - lo, D, scale, k_lo, ks[1], q_rows, 1, zero, rows_p, 1)
+            else:
+                blas.gemm(address, blas.NO_TRANS, blas.TRANS, i1 - i0, hi - lo, D, scale, q_rows, qs[1], k_lo,
+                          ks[1], zero, rows_p, Tk)  # S = scale Q K^T
             _softmax_rows(p[b, h], i0, i1, offset, window)
-            blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, hi - lo, one, rows_p, Tk,
-                      va + lo * vs[1] * item, vs[1], zero, oa + i0 * H * D * item, H * D)  # O = P V
+            if i1 - i0 == 1:
+                blas.gemv(gemv_address, blas.TRANS, hi - lo, D, one, v_lo, vs[1], rows_p, 1, zero, o_rows, 1)
+            else:
+                blas.gemm(address, blas.NO_TRANS, blas.NO_TRANS, i1 - i0, D, hi - lo, one, rows_p, Tk, v_lo,
+                          vs[1], zero, o_rows, H * D)  # O = P V
 
 
 @njit(cache=True, parallel=True)
@@ -216,7 +226,7 @@ def attention_forward(q, k, v, scale, offset, window=None):
     B, Tq, H, D = q.shape
     out = np.empty((B, Tq, H, D), q.dtype)
     p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
-    _forward(address, *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]),
+    _forward(address, blas.ADDRESS["gemv", q.dtype], *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]),
              _window(window, q, k), ATTENTION_BLOCK, out, p)
     return out, p
 
