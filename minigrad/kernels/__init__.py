@@ -3,6 +3,9 @@
 One rule for every public kernel: it runs its fast path for the dtypes and layouts it is built for
 (float32 and float64) and hands any other input to its own NumPy twin, so callers never choose.
 The implementation modules are private (`_<name>.py`); this package is the public surface.
+Every kernel compiles with `error_model="numpy"`: a division by zero gives inf or NaN, as in the
+twins (numba's default raises ZeroDivisionError), and a loop that divides keeps no per-element
+check, so LLVM can vectorise it (the softcapped cross-entropy's tanh: 2.5-3x).
 """
 from ._threads import load_tbb
 

@@ -65,13 +65,13 @@ def attention_backward_reference(q, k, v, out, p, grad, scale, offset, window=No
     return dq.transpose(0, 2, 1, 3), group(dk), group(dv)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _visible(i, offset, window, Tk):
     """The keys lo..hi-1 that query row i sees (window >= Tq + Tk: no window)."""
     return max(0, i + offset - window), min(Tk, i + offset + 1)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_rows(p, i0, i1, offset, window):
     """In place on rows i0..i1 of one pair's scaled scores p (Tq, Tk): mask the keys outside each row's
     lo..hi-1, softmax (masked entries become exact zeros). Each loop reads and writes one array: with
@@ -89,7 +89,7 @@ def _softmax_rows(p, i0, i1, offset, window):
         p[i, hi:] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _forward(address, gemv_address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, window, block, out, p):
     """q, k, v are addresses with element strides qs, ks, vs = (batch, time, head); out and p arrays.
     A single query row (a decoding step) goes through GEMV, which streams K and V once; GEMM would
@@ -124,7 +124,7 @@ def _forward(address, gemv_address, q, qs, k, ks, v, vs, Tk, Hk, scale, offset, 
                           vs[1], zero, o_rows, H * D)  # O = P V
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _backward(address, q, qs, k, ks, v, vs, g, gs, p, delta, scale, offset, window, block, dq, dk, dv):
     """q, k, v and the output's gradient g are addresses with element strides (batch, time, head);
     p, delta = rowsum(g * out) (B, H, Tq) and the outputs are arrays. dk and dv must come in zeroed:

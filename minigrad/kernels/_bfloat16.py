@@ -50,7 +50,7 @@ def linear_bf16_reference(x, w):
     return np.matmul(x, bfloat16_to_float32(w).T)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _gemm_bf16(address, x, w, out, band):
     """out (M, N) = x (M, K) @ widen(w).T: bands of `band` rows of w, each widened into a float32
     scratch buffer and multiplied by one single-threaded BLAS call writing out[:, band]."""

@@ -77,14 +77,14 @@ def _call_gemv(typingctx, address, trans, m, n, alpha, a, lda, x, incx, beta, y,
     return _signature(_GEMV_KINDS, alpha), _cblas_codegen(_GEMV_KINDS)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def gemm(address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """C (m x n, row stride ldc) = alpha op(A) op(B) + beta C, every matrix given by its address."""
     _call_gemm(address, np.int32(trans_a), np.int32(trans_b), np.int64(m), np.int64(n), np.int64(k), alpha,
                a, np.int64(lda), b, np.int64(ldb), beta, c, np.int64(ldc))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def gemv(address, trans, m, n, alpha, a, lda, x, incx, beta, y, incy):
     """y = alpha op(A) x + beta y for the m x n row-major A (row stride lda); vectors by address and step."""
     _call_gemv(address, np.int32(trans), np.int64(m), np.int64(n), alpha, a, np.int64(lda), x, np.int64(incx),

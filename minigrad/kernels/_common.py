@@ -49,7 +49,7 @@ def _i64_as_f64(typingctx, i):
     return types.float64(types.int64), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _exp32(x):
     """float32 exp within 2 ulp of np.exp, including 0/inf/NaN and subnormal results."""
     lo = np.float32(-104.0)
@@ -74,7 +74,7 @@ def _exp32(x):
     return x if x != x else y
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _exp64(x):
     """float64 exp within 1 ulp of np.exp, including 0/inf/NaN and subnormal results."""
     lo = -746.0
@@ -130,7 +130,7 @@ def _as_float32_overload(v):
     return lambda v: v
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def row_max(x):
     """Max of a 1-D array; eight independent lanes let LLVM vectorise the compare chain."""
     n = x.shape[0]
@@ -152,7 +152,7 @@ def row_max(x):
 
 
 # reassoc only: lets the sum vectorise, keeps inf/NaN semantics (no nnan/ninf).
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
 def row_sum(x):
     """Sum of a 1-D array accumulated in float64."""
     s = 0.0
@@ -161,7 +161,7 @@ def row_sum(x):
     return s
 
 
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
 def row_dot(x, y):
     """Dot product of two 1-D arrays accumulated in float64."""
     s = 0.0
@@ -170,7 +170,7 @@ def row_dot(x, y):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def exp_shifted(x, m, out):
     """out = exp(x - m), elementwise."""
     for j in range(x.shape[0]):

@@ -80,13 +80,13 @@ def cross_entropy_backward_reference(logits, targets, lse, grad_losses, ignore_i
 
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _scaled_exp_shifted(x, shift, scale, out):
     for j in range(x.shape[0]):
         out[j] = scale * vexp(x[j] - shift)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tanh32(x):
     """float32 tanh within a few ulp of np.tanh (cephes tanhf), which LLVM inlines and vectorises,
     unlike a call to libm's tanhf per element."""
@@ -116,7 +116,7 @@ def _vtanh_overload(x):
     return lambda x: np.tanh(x)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softcap_row(row, cap, out):
     """out = cap * tanh(row / cap); cap <= 0 means no softcap (a copy)."""
     if cap > 0:
@@ -128,7 +128,7 @@ def _softcap_row(row, cap, out):
             out[j] = row[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ce_forward_row(row, t, ignore_index, cap, capped, losses, lse, i):
     if cap > 0:  # squash into the caller's (N, V) capped array when it keeps one, else a row scratch
         z = capped[i] if capped.shape[0] > 0 else np.empty(row.shape[0], row.dtype)
@@ -143,7 +143,7 @@ def _ce_forward_row(row, t, ignore_index, cap, capped, losses, lse, i):
     losses[i] = 0.0 if t == ignore_index else l - z[t]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _capped_grad_row(z, lse, g, inv, out):
     # z = cap tanh(row / cap) from the forward: d loss / d row = g softmax(z) (1 - tanh²)
     for j in range(z.shape[0]):
@@ -151,7 +151,7 @@ def _capped_grad_row(z, lse, g, inv, out):
         out[j] = g * vexp(z[j] - lse) * (1 - th * th)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softcap_grad_row(row, lse, g, cap, out):
     inv = row.dtype.type(1.0) / cap
     for j in range(row.shape[0]):
@@ -159,7 +159,7 @@ def _softcap_grad_row(row, lse, g, cap, out):
         out[j] = g * vexp(cap * th - lse) * (1 - th * th)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ce_backward_row(row, t, lse, g, ignore_index, cap, capped, i, out):
     if t == ignore_index:
         out[:] = 0
@@ -177,25 +177,25 @@ def _ce_backward_row(row, t, lse, g, ignore_index, cap, capped, i, out):
         out[t] -= g
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ce_forward_serial(logits, targets, ignore_index, cap, capped, losses, lse):
     for i in range(logits.shape[0]):
         _ce_forward_row(logits[i], targets[i], ignore_index, cap, capped, losses, lse, i)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _ce_forward_parallel(logits, targets, ignore_index, cap, capped, losses, lse):
     for i in prange(logits.shape[0]):  # int64(i): the serial driver's index type, so the row compiles once
         _ce_forward_row(logits[i], targets[i], ignore_index, cap, capped, losses, lse, np.int64(i))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ce_backward_serial(logits, targets, lse, grad_losses, ignore_index, cap, capped, out):
     for i in range(logits.shape[0]):
         _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, cap, capped, i, out[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _ce_backward_parallel(logits, targets, lse, grad_losses, ignore_index, cap, capped, out):
     for i in prange(logits.shape[0]):
         _ce_backward_row(logits[i], targets[i], lse[i], grad_losses[i], ignore_index, cap, capped, np.int64(i), out[i])

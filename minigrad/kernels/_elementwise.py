@@ -33,7 +33,7 @@ def relu_squared_backward_reference(x, grad):
     return grad * (r + r)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rotary_row(x, c, s, out):
     d = c.shape[0]
     for j in range(d):
@@ -42,7 +42,7 @@ def _rotary_row(x, c, s, out):
         out[j + d] = x2 * c[j] - x1 * s[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rotary_serial(x, cos, sin, out):
     # x, out (B, T, H, D); cos, sin (T, D/2)
     for bt in range(x.shape[0] * x.shape[1]):
@@ -51,7 +51,7 @@ def _rotary_serial(x, cos, sin, out):
             _rotary_row(x[b, t, h], cos[t], sin[t], out[b, t, h])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _rotary_parallel(x, cos, sin, out):
     for bt in prange(x.shape[0] * x.shape[1]):
         b, t = bt // x.shape[1], bt % x.shape[1]
@@ -74,14 +74,14 @@ def rotary(x, cos, sin):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _relu2_chunk(x, out, lo, hi):
     for i in range(lo, hi):
         r = x.dtype.type(0) if x[i] <= 0 else x[i]  # NaN passes, as np.maximum does
         out[i] = r * r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _relu2_backward_chunk(x, g, out, lo, hi):
     for i in range(lo, hi):
         r = x.dtype.type(0) if x[i] <= 0 else x[i]  # NaN passes, as np.maximum does
@@ -93,24 +93,24 @@ def _relu2_backward_chunk(x, g, out, lo, hi):
 RELU2_CHUNK = 1 << 14
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _relu2_serial(x, out, chunk):  # chunk: unused, the two drivers share one signature
     _relu2_chunk(x, out, 0, x.shape[0])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _relu2_parallel(x, out, chunk):
     n = x.shape[0]
     for c in prange((n + chunk - 1) // chunk):
         _relu2_chunk(x, out, c * chunk, min(n, (c + 1) * chunk))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _relu2_backward_serial(x, g, out, chunk):  # chunk: unused, as above
     _relu2_backward_chunk(x, g, out, 0, x.shape[0])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _relu2_backward_parallel(x, g, out, chunk):
     n = x.shape[0]
     for c in prange((n + chunk - 1) // chunk):

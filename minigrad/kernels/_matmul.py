@@ -37,7 +37,7 @@ GEMM_ROWS_PER_THREAD = 16
 GEMM_COLS_PER_THREAD = 64
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts, by_rows):
     """Block `part` of `parts` of C (m x n, C-contiguous) = op(A) op(B): a band of rows of C, or of
     columns when C has too few rows to share."""
@@ -53,7 +53,7 @@ def _gemm_block(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alp
                   c + s * item, n)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _gemv_block(address, trans_a, trans_b, n, k, a, lda, b, ldb, c, item, alpha, beta, part, parts):
     """The same for a single row (m = 1) through GEMV, which streams B once (GEMM would pack it first):
     c = op(B)ᵀ a, its columns split over the parts."""
@@ -65,7 +65,7 @@ def _gemv_block(address, trans_a, trans_b, n, k, a, lda, b, ldb, c, item, alpha,
         blas.gemv(address, blas.NO_TRANS, e - s, k, alpha, b + s * ldb * item, ldb, a, incx, beta, c + s * item, 1)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _gemm_split(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alpha, beta, parts, by_rows):
     for p in prange(parts):
         part = np.int64(p)  # prange's index is typed both uint64 and int64: one type, one compile of each block
@@ -79,7 +79,7 @@ def _gemm_split(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, alp
 _SUMS = {"reassoc", "contract"}
 
 
-@njit(cache=True, fastmath=_SUMS)
+@njit(cache=True, error_model="numpy", fastmath=_SUMS)
 def _dot(x, i, w, j):
     """x[i] . w[j], w float32 or bfloat16 patterns, summed in float32."""
     acc = np.float32(0.0)
@@ -88,7 +88,7 @@ def _dot(x, i, w, j):
     return acc
 
 
-@njit(cache=True, fastmath=_SUMS)
+@njit(cache=True, error_model="numpy", fastmath=_SUMS)
 def _four_by_four(x, i, w, j, out):
     """out[i:i+4, j:j+4] = x[i:i+4] @ w[j:j+4].T: each weight loaded once for four rows, sixteen sums
     in registers (4 x 4 runs ~25% ahead of 4 x 2 at 8-16 rows)."""
@@ -105,7 +105,7 @@ def _four_by_four(x, i, w, j, out):
         out[i + r, j], out[i + r, j + 1], out[i + r, j + 2], out[i + r, j + 3] = p, q, g, h
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def rows_by_weight_t(x, w, out, parts):
     """out (m, n) = x (m, k) float32 @ w (n, k).T for a few rows of x, w float32 or bfloat16 patterns
     (uint16): w's rows in `parts` bands over the threads, each row read from memory once for all of x

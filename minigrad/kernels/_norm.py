@@ -24,7 +24,7 @@ def rms_norm_backward_reference(out, rstd, grad):
     return rstd * (grad - out * np.mean(grad * out, axis=-1, keepdims=True))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rms_row(x, eps, out, rstd, i):
     r = 1.0 / np.sqrt(row_dot(x, x) / x.shape[0] + eps)
     rstd[i] = r
@@ -33,32 +33,32 @@ def _rms_row(x, eps, out, rstd, i):
         out[j] = x[j] * r32
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rms_backward_row(y, r, g, out):
     m = out.dtype.type(row_dot(g, y) / y.shape[0])
     for j in range(y.shape[0]):
         out[j] = r * (g[j] - y[j] * m)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rms_serial(x, eps, out, rstd):
     for i in range(x.shape[0]):
         _rms_row(x[i], eps, out[i], rstd, i)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _rms_parallel(x, eps, out, rstd):
     for i in prange(x.shape[0]):  # int64(i): the serial driver's index type, so the row compiles once
         _rms_row(x[i], eps, out[i], rstd, np.int64(i))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rms_backward_serial(y, rstd, g, out):
     for i in range(y.shape[0]):
         _rms_backward_row(y[i], rstd[i], g[i], out[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _rms_backward_parallel(y, rstd, g, out):
     for i in prange(y.shape[0]):
         _rms_backward_row(y[i], rstd[i], g[i], out[i])

@@ -34,7 +34,7 @@ def adamw_update_reference(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay
     p -= update
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _adamw_elem(p, g, m, v, i, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps, step_size, use_decay):
     pi = p[i] * decay if use_decay else p[i]
     gi = g[i]
@@ -46,13 +46,13 @@ def _adamw_elem(p, g, m, v, i, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps, 
     p[i] = pi - (mi / denom) * step_size
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adamw_serial(p, g, m, v, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps, step_size, use_decay):
     for i in range(p.shape[0]):
         _adamw_elem(p, g, m, v, i, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps, step_size, use_decay)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _adamw_parallel(p, g, m, v, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps, step_size, use_decay):
     for i in prange(p.shape[0]):
         _adamw_elem(p, g, m, v, i, decay, one_m_b1, beta2, one_m_b2, bc2_sqrt, eps, step_size, use_decay)
@@ -95,14 +95,14 @@ def momentum_update_reference(buf, g, momentum, nesterov):
     return lerp_reference(g, buf, momentum) if nesterov else buf
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lerp(a, b, w, w_c, small):
     if small:
         return a + w * (b - a)
     return b - (b - a) * w_c
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _momentum_elem(buf, g, out, i, wb, wb_c, b_small, wo, wo_c, o_small, nesterov):
     b = _lerp(buf[i], g[i], wb, wb_c, b_small)
     buf[i] = b
@@ -110,13 +110,13 @@ def _momentum_elem(buf, g, out, i, wb, wb_c, b_small, wo, wo_c, o_small, nestero
         out[i] = _lerp(g[i], b, wo, wo_c, o_small)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _momentum_serial(buf, g, out, wb, wb_c, b_small, wo, wo_c, o_small, nesterov):
     for i in range(buf.shape[0]):
         _momentum_elem(buf, g, out, i, wb, wb_c, b_small, wo, wo_c, o_small, nesterov)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _momentum_parallel(buf, g, out, wb, wb_c, b_small, wo, wo_c, o_small, nesterov):
     for i in prange(buf.shape[0]):
         _momentum_elem(buf, g, out, i, wb, wb_c, b_small, wo, wo_c, o_small, nesterov)

@@ -34,7 +34,7 @@ def log_softmax_backward_reference(y, grad):
     return grad - np.exp(y) * grad.sum(axis=-1, keepdims=True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_row(x, out):
     exp_shifted(x, row_max(x), out)
     inv = out.dtype.type(1.0 / row_sum(out))
@@ -42,7 +42,7 @@ def _softmax_row(x, out):
         out[j] *= inv
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _log_softmax_row(x, out):
     m = row_max(x)
     exp_shifted(x, m, out)
@@ -51,14 +51,14 @@ def _log_softmax_row(x, out):
         out[j] = x[j] - shift
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_backward_row(y, g, out):
     d = out.dtype.type(row_dot(g, y))
     for j in range(y.shape[0]):
         out[j] = y[j] * (g[j] - d)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _log_softmax_backward_row(y, g, out):
     s = out.dtype.type(row_sum(g))
     for j in range(y.shape[0]):
@@ -68,49 +68,49 @@ def _log_softmax_backward_row(y, g, out):
 # Each row kernel has a serial and a prange driver; numba compiles lazily, so a process pays the
 # dearer parallel compile only once it sees big inputs.
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_serial(x, out):
     for i in range(x.shape[0]):
         _softmax_row(x[i], out[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _softmax_parallel(x, out):
     for i in prange(x.shape[0]):
         _softmax_row(x[i], out[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _log_softmax_serial(x, out):
     for i in range(x.shape[0]):
         _log_softmax_row(x[i], out[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _log_softmax_parallel(x, out):
     for i in prange(x.shape[0]):
         _log_softmax_row(x[i], out[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_backward_serial(y, g, out):
     for i in range(y.shape[0]):
         _softmax_backward_row(y[i], g[i], out[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _softmax_backward_parallel(y, g, out):
     for i in prange(y.shape[0]):
         _softmax_backward_row(y[i], g[i], out[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _log_softmax_backward_serial(y, g, out):
     for i in range(y.shape[0]):
         _log_softmax_backward_row(y[i], g[i], out[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _log_softmax_backward_parallel(y, g, out):
     for i in prange(y.shape[0]):
         _log_softmax_backward_row(y[i], g[i], out[i])

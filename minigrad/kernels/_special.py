@@ -13,7 +13,7 @@ def erf_reference(x):
     return _erf_scalar(x).astype(x.dtype)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _erf_flat(x, out):
     for i in range(x.shape[0]):
         out[i] = math.erf(np.float64(x[i]))  # in float64, rounded once, as the twin

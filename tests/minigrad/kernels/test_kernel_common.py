@@ -117,3 +117,27 @@ def test_row_helpers_compile_once_for_serial_and_parallel_drivers(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=root, NUMBA_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_every_kernel_divides_as_numpy_does():
+    """error_model="numpy" on every kernel: a division by zero gives inf/NaN as in the NumPy twins
+    (numba's default raises ZeroDivisionError) and leaves no check in loops that divide, which LLVM
+    could then not vectorise."""
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+    kernels = [obj for info in pkgutil.iter_modules(K.__path__)
+               for obj in vars(importlib.import_module(f"minigrad.kernels.{info.name}")).values()
+               if isinstance(obj, CPUDispatcher)]
+    assert len(kernels) > 40
+    assert [k.py_func.__qualname__ for k in kernels if k.targetoptions.get("error_model") != "numpy"] == []
+
+
+def test_a_kernel_dividing_by_zero_gives_the_twins_inf_and_nan():
+    x = np.zeros((2, 4), np.float32)
+    with np.errstate(invalid="ignore"):
+        want = K.rms_norm_reference(x, 0.0)
+    got = K.rms_norm(x, 0.0)  # rstd = 1 / sqrt(0)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
