@@ -24,6 +24,7 @@ from ._norm import rms_norm, rms_norm_backward, rms_norm_backward_reference, rms
 from ._optim import adamw_update, adamw_update_reference, momentum_update, momentum_update_reference
 from ._softmax import (log_softmax, log_softmax_backward, log_softmax_backward_reference, log_softmax_reference,
                        softmax, softmax_backward, softmax_backward_reference, softmax_reference)
+from ._warmup import compile_in_background  # noqa: E402  (it drives the kernels above)
 
 __all__ = [
     "attention_forward", "attention_forward_reference", "attention_backward", "attention_backward_reference",
@@ -37,4 +38,5 @@ __all__ = [
     "softmax", "softmax_reference", "softmax_backward", "softmax_backward_reference",
     "log_softmax", "log_softmax_reference", "log_softmax_backward", "log_softmax_backward_reference",
     "adamw_update", "adamw_update_reference", "momentum_update", "momentum_update_reference",
+    "compile_in_background",
 ]

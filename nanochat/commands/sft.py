@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from minigrad import kernels
 from minigrad.serialization import write_atomic
 from nanochat import parallel, tasks
 from nanochat.checkpoint import latest_step, load_model_and_tokenizer, saved_steps
@@ -74,6 +75,8 @@ def cmd_sft(args):
 
 def _sft(args, src, out, given):
     world = parallel.world()
+    if world.is_main:  # an empty numba cache: compile on a second core too
+        kernels.compile_in_background()
     model, tokenizer, hp, meta, optimizer_state = _start(args, src, out, given)
     engine = Engine(model, tokenizer)
     rows, val_rows, held_out = _read_data(hp, engine)  # all of it read and checked before any training

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigrad import kernels
 from nanochat import parallel
 from nanochat.checkpoint import check_vocab, latest_step, saved_steps
 from nanochat.commands.options import (Hyperparameters, add_checkpoint_args, check_checkpoint_args, check_option_types,
@@ -117,6 +118,8 @@ def cmd_train(args):
 
 def _train(args, out, given):
     world = parallel.world()
+    if world.is_main:  # an empty numba cache: compile on a second core too
+        kernels.compile_in_background()
     hp, model, meta, optimizer_state = _start(args, out, given)
     text = load_text(hp["data"])
     tokenizer = world.broadcast_object(_tokenizer(out, text, hp, args.resume) if world.is_main else None)
