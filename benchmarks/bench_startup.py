@@ -7,8 +7,10 @@ to compile.
 Each round runs the command twice in fresh processes: once with NUMBA_CACHE_DIR pointing at a new
 empty folder (cold: every kernel compiles), then again on that folder (warm: every kernel loads).
 Rounds alternate cold and warm, so both see the same load; cells are medians, of wall time and of
-the child's CPU time (steadier than wall time on a shared machine). The per-kernel table
-comes from numba's compile events of the cold runs: a kernel's own seconds (its compile minus the
+the child's CPU time (steadier than wall time on a shared machine). A cold run starts
+nanochat's compile warm-up process beside it (minigrad/kernels/_warmup.py), whose CPU seconds
+count in the cold run's. The per-kernel table comes from numba's compile events of the cold runs'
+own process: a kernel's own seconds (its compile minus the
 compiles of the kernels it calls, which nest inside it), median over the rounds, with the argument
 types it was compiled for. Output (tokenizer, checkpoint) goes to a temporary folder.
 """

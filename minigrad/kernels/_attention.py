@@ -226,8 +226,8 @@ def attention_forward(q, k, v, scale, offset, window=None):
     B, Tq, H, D = q.shape
     out = np.empty((B, Tq, H, D), q.dtype)
     p = np.empty((B, H, Tq, k.shape[1]), q.dtype)
-    _forward(address, blas.ADDRESS["gemv", q.dtype], *qa, *ka, *va, k.shape[1], k.shape[2], scale, min(offset, k.shape[1]),
-             _window(window, q, k), ATTENTION_BLOCK, out, p)
+    _forward(address, blas.ADDRESS["gemv", q.dtype], *qa, *ka, *va, k.shape[1], k.shape[2], scale,
+             min(offset, k.shape[1]), _window(window, q, k), ATTENTION_BLOCK, out, p)
     return out, p
 
 

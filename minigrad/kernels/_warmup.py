@@ -34,10 +34,16 @@ def compile_in_background():
         return None
     if os.path.exists(index) or not os.access(os.path.dirname(index) or ".", os.W_OK):
         return None
-    warmup = subprocess.Popen([sys.executable, "-c", f"import {__name__}; {__name__}.warm_up()"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    atexit.register(warmup.kill)  # what it compiled so far is in the cache; the rest waits for another run
+    warmup = subprocess.Popen([sys.executable, "-c", f"import {__name__}; {__name__}.warm_up()"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(_stop, warmup)
     return warmup
+
+
+def _stop(warmup):
+    """End the warm-up with its run: what it compiled so far is cached, the rest waits for another run."""
+    warmup.kill()
+    warmup.wait()
 
 
 @contextlib.contextmanager
