@@ -49,7 +49,11 @@ def watch(listener, token, size, name, out):
             if sock is listener:
                 connections[listener.accept()[0]] = {"buffer": b"", "who": None, "ended": False}
                 continue
-            state, data = connections[sock], sock.recv(4096)
+            state = connections[sock]
+            try:
+                data = sock.recv(4096)
+            except OSError:  # reset by a dying peer: as good as closed
+                data = b""
             *lines, state["buffer"] = (state["buffer"] + data).split(b"\n")
             for line in lines:
                 if state["who"] is None:
