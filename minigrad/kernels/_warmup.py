@@ -34,8 +34,11 @@ def compile_in_background():
         return None
     if os.path.exists(index) or not os.access(os.path.dirname(index) or ".", os.W_OK):
         return None
-    warmup = subprocess.Popen([sys.executable, "-c", f"import {__name__}; {__name__}.warm_up()"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        warmup = subprocess.Popen([sys.executable, "-c", f"import {__name__}; {__name__}.warm_up()"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no process to spare (limits, memory): the run compiles everything itself, as before
+        return None
     atexit.register(_stop, warmup)
     return warmup
 
